@@ -1,0 +1,3 @@
+from umlbench.cli import main
+
+main()

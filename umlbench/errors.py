@@ -1,0 +1,23 @@
+"""User-facing errors.
+
+A :class:`UserError` is a mistake the user can fix (a bad flag, a missing dataset, a malformed
+file). The CLI prints its message on one line and exits with status 2; it never shows a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["UserError", "DataError"]
+
+
+class UserError(Exception):
+    """A problem in the user's input, with a message that names the problem and the fix."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        # Keep it to one line: the CLI prints exactly this.
+        super().__init__(" ".join(str(message).split()))
+
+
+class DataError(UserError):
+    """A dataset file is missing, corrupt or not what the official release contains."""

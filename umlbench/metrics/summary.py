@@ -1,0 +1,44 @@
+"""Summaries over datasets and over repeated runs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+__all__ = ["harmonic_mean", "arithmetic_mean", "mean_ci95"]
+
+
+def harmonic_mean(values: Iterable[float]) -> float:
+    """n / sum(1/v), the PUMA paper's summary of per-dataset R@1. Zero if any value is zero."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if len(v) == 0 or np.isnan(v).any():
+        return float("nan")
+    if (v <= 0).any():
+        return 0.0
+    return float(len(v) / np.sum(1.0 / v))
+
+
+def arithmetic_mean(values: Iterable[float]) -> float:
+    v = np.asarray(list(values), dtype=np.float64)
+    return float(v.mean()) if len(v) else float("nan")
+
+
+def mean_ci95(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and half-width of the Student-t 95% confidence interval (ooDML's episode summary)."""
+    from scipy import stats
+
+    v = np.asarray(list(values), dtype=np.float64)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    if len(v) == 1:
+        return float(v[0]), 0.0
+    sem = v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean()), float(sem * stats.t.ppf(0.975, len(v) - 1))
+
+
+def per_dataset_summary(per_dataset: Mapping[str, Mapping[str, float]], metric: str) -> dict:
+    """Harmonic and arithmetic mean of ``metric`` over datasets."""
+    vals = [m[metric] for m in per_dataset.values() if metric in m]
+    return {"harmonic_mean": harmonic_mean(vals), "arithmetic_mean": arithmetic_mean(vals)}

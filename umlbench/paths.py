@@ -1,0 +1,29 @@
+"""Where things live on disk: the data root and the default results/work directories."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["data_root", "default_work_dir", "default_results_dir"]
+
+
+def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The data root: ``explicit`` if given, else ``$UMLBENCH_DATA``, else ``~/.cache/umlbench``."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("UMLBENCH_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "umlbench"
+
+
+def default_results_dir() -> Path:
+    """Run records go to ``./results`` (the leaderboard's default input)."""
+    return Path(os.environ.get("UMLBENCH_RESULTS", "results"))
+
+
+def default_work_dir() -> Path:
+    """Checkpoints and logs of runs: ``$UMLBENCH_WORK`` or ``<data root>/runs``."""
+    env = os.environ.get("UMLBENCH_WORK")
+    return Path(env).expanduser() if env else data_root() / "runs"
