@@ -1,0 +1,1 @@
+"""Baseline methods of the UML benchmark, each a plugin on the shared trainer."""

@@ -1,0 +1,155 @@
+"""Full fine-tuning with any reference loss, unified (one model on the union of the training
+sets) or dataset-specific (one model per dataset).
+
+Dataset-specific models are each trained on their own dataset and scored on it; the universal
+score uses the ensemble of all specific models (each image embedded by every model, the
+L2-normalised embeddings averaged), as the official ``unified_eval.py`` does. Trainable
+parameters of the specific setting count all models together (the PUMA paper's comparison).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from baselines.common import EmbeddingNet, make_backbone
+from umlbench.errors import UserError
+from umlbench.methods import METHODS, DataInfo, Method
+from umlbench.metrics import EvalResult, MetricSpec, evaluate
+from umlbench.train.losses import build_loss
+
+__all__ = ["Finetune", "SpecificEnsemble"]
+
+
+class SpecificEnsemble(nn.Module):
+    """One embedding model per dataset. ``forward`` returns the averaged ensemble embedding."""
+
+    def __init__(self, members: list[nn.Module], names: list[str]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.names = list(names)
+        self.embedding_dim = members[0].embedding_dim
+        self.data_config = members[0].data_config
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        embs = [F.normalize(m(images).float(), dim=-1) for m in self.members]
+        return F.normalize(torch.stack(embs).mean(0), dim=-1)
+
+
+class _Single(Method):
+    """View of one member model, so the shared trainer can train/evaluate it alone."""
+
+    def __init__(self, parent: Method) -> None:  # no config parsing: reuse the parent's
+        self.cfg, self.args, self.parent = parent.cfg, parent.args, parent
+
+    def param_groups(self, model):
+        return self.parent.member_groups(model)
+
+
+@METHODS.register("finetune")
+class Finetune(Method):
+    """Full fine-tuning of the backbone + head with a reference loss (unified or specific)."""
+
+    name = "finetune"
+
+    @dataclass(frozen=True, kw_only=True)
+    class Config:
+        embedding_dim: int = 128
+        setting: str = "unified"  # unified | specific
+        hyp_c: float = 0.0  # >0: map embeddings onto the Poincare ball (Hyp baseline)
+        clip_r: float = 2.3
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        if self.args.setting not in ("unified", "specific"):
+            raise UserError(f"finetune setting must be unified or specific, got "
+                            f"{self.args.setting!r}")
+
+    @property
+    def specific(self) -> bool:
+        return self.args.setting == "specific"
+
+    def display_name(self) -> str:
+        return f"Finetune-{self.args.setting} ({self.cfg.loss.name})"
+
+    def _member(self) -> nn.Module:
+        ball = None
+        if self.args.hyp_c > 0:
+            from umlbench.train.hyperbolic import ToPoincare
+
+            ball = ToPoincare(self.args.hyp_c, self.args.clip_r)
+        return EmbeddingNet(make_backbone(self.cfg), self.args.embedding_dim, frozen=False,
+                            to_ball=ball)
+
+    def build(self, data: DataInfo) -> nn.Module:
+        if not self.specific:
+            return self._member()
+        return SpecificEnsemble([self._member() for _ in data.datasets], list(data.datasets))
+
+    def member_groups(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
+        return {"backbone": list(model.backbone.parameters()),
+                "head": list(model.head.parameters())}
+
+    def param_groups(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
+        if isinstance(model, SpecificEnsemble):
+            groups: dict[str, list] = {"backbone": [], "head": []}
+            for m in model.members:
+                for k, v in self.member_groups(m).items():
+                    groups[k] += v
+            return groups
+        return self.member_groups(model)
+
+    def criterion(self, data: DataInfo, embedding_dim: int) -> nn.Module:
+        if not self.specific:
+            return build_loss(self.cfg.loss, data.num_classes, embedding_dim)
+        counts = np.bincount(data.class_dataset, minlength=len(data.datasets))
+        return nn.ModuleList(build_loss(self.cfg.loss, int(c), embedding_dim) for c in counts)
+
+    def train(self, model, criterion, data, trainer):
+        if not self.specific:
+            return trainer.fit(self, model, criterion, data)
+        from umlbench.train.trainer import Trainer
+
+        for d, (member, loss) in enumerate(zip(model.members, criterion)):
+            rows = data.train[data.train["source"] == d].copy()
+            classes = np.unique(rows["target"].to_numpy())
+            rows["target"] = np.searchsorted(classes, rows["target"].to_numpy())
+            pool = data.val if trainer.cfg.train.select == "val" else data.test
+            select = pool[pool["source"] == d] if pool is not None else None
+            sub = Trainer(trainer.cfg, trainer.device, trainer.work_dir / model.names[d],
+                          trainer.dist, trainer.console, resume=trainer.resume)
+            trainer.console.print(f"dataset-specific model {d + 1}/{len(model.members)}: "
+                                  f"{model.names[d]}")
+            model.members[d] = sub.fit(_Single(self), member, loss, data, train_rows=rows,
+                                       select_rows=select)
+            trainer.train_seconds += sub.train_seconds
+            trainer.eval_seconds += sub.eval_seconds
+            for h in sub.state.history:
+                trainer.state.history.append({"dataset": model.names[d], **h})
+        return model
+
+    def evaluate(self, model, data, rows, trainer, metrics=None) -> EvalResult:
+        if not isinstance(model, SpecificEnsemble):
+            return trainer.evaluate(self, model, data, rows, metrics=metrics)
+        spec = metrics or MetricSpec.from_names(trainer.cfg.eval.metrics)
+        # Per-dataset scores: each dataset's images embedded by its own model.
+        own = np.zeros((len(rows), model.embedding_dim), np.float32)
+        for d, member in enumerate(model.members):
+            mask = (rows["source"] == d).to_numpy()
+            if mask.any():
+                own[mask] = trainer.embed(_Single(self), member, data, rows[mask])
+        args = (rows["target"].to_numpy(), rows["dataset"].to_numpy(),
+                rows["is_query"].to_numpy(), rows["is_gallery"].to_numpy())
+        per = evaluate(own, *args, metrics=spec, device=trainer.device, universal=False,
+                       seed=trainer.cfg.seed)
+        # Universal score: the ensemble's averaged embedding of every image.
+        ens = trainer.embed(self, model, data, rows)
+        uni = evaluate(ens, *args, metrics=spec, device=trainer.device, per_dataset=False,
+                       seed=trainer.cfg.seed)
+        return EvalResult(per.per_dataset, uni.universal, per.harmonic_mean,
+                          per.arithmetic_mean, per.summary, per.seconds + uni.seconds,
+                          uni.backend)

@@ -1,0 +1,65 @@
+"""Parameter-efficient baselines on the frozen backbone: VPT, AdaptFormer, LoRA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from baselines.common import make_backbone
+from baselines.peft.modules import PeftViT
+from umlbench.methods import METHODS, DataInfo, Method
+
+__all__ = ["VPT", "AdaptFormer", "LoRA"]
+
+
+class _PeftMethod(Method):
+    kind = ""
+
+    def build(self, data: DataInfo) -> nn.Module:
+        return PeftViT(make_backbone(self.cfg), self.kind, **vars(self.args))
+
+    def param_groups(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
+        return model.param_groups()
+
+
+@METHODS.register("vpt")
+class VPT(_PeftMethod):
+    """VPT (Jia et al. 2022): learned prompt tokens, shallow (input only) or deep (every block)."""
+
+    name, kind = "vpt", "vpt"
+
+    @dataclass(frozen=True, kw_only=True)
+    class Config:
+        embedding_dim: int = 128
+        prompt_length: int = 8
+        deep: bool = True
+
+    def display_name(self) -> str:
+        return f"VPT-{'deep' if self.args.deep else 'shallow'}"
+
+
+@METHODS.register("adaptformer")
+class AdaptFormer(_PeftMethod):
+    """AdaptFormer (Chen et al. 2022): a scaled bottleneck adapter parallel to every MLP."""
+
+    name, kind = "adaptformer", "adaptformer"
+
+    @dataclass(frozen=True, kw_only=True)
+    class Config:
+        embedding_dim: int = 128
+        adapter_dim: int = 128
+        adapter_scale: float = 0.1
+
+
+@METHODS.register("lora")
+class LoRA(_PeftMethod):
+    """LoRA (Hu et al. 2022) on the query and key projections of every attention layer."""
+
+    name, kind = "lora", "lora"
+
+    @dataclass(frozen=True, kw_only=True)
+    class Config:
+        embedding_dim: int = 128
+        rank: int = 8
+        alpha: float = 8.0

@@ -1,0 +1,1 @@
+"""Methods contributed by umlbench beyond the baselines (PUMA)."""

@@ -1,0 +1,60 @@
+"""PUMA (Kim, Kim, Kwak, WACV 2025): frozen ViT + stochastic adapters + conditional prompt pool."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from baselines.common import make_backbone
+from methods.puma.model import PumaModel
+from umlbench.methods import METHODS, DataInfo, Method
+
+__all__ = ["Puma", "PumaModel"]
+
+
+@METHODS.register("puma")
+class Puma(Method):
+    """PUMA: frozen ViT, stochastic adapters and a conditional prompt pool (the paper's method)."""
+
+    name = "puma"
+
+    @dataclass(frozen=True, kw_only=True)
+    class Config:
+        embedding_dim: int = 128
+        adapter_dim: int = 128
+        adapter_scale: float = 0.1
+        adapter_drop: float = 0.5  # per-sample DropPath of each adapter (the "stochastic" part)
+        use_adapters: bool = True
+        use_prompts: bool = True
+        pool_size: int = 20
+        prompt_length: int = 8
+        prompt_lambda: float = 1.0
+        ortho_scale: float = 1e-6
+        variant: str = ""  # label for ablations, shown in the leaderboard
+
+    def display_name(self) -> str:
+        a = self.args
+        if a.variant:
+            return f"PUMA ({a.variant})"
+        parts = []
+        if not a.use_prompts:
+            parts.append("adapters only")
+        if not a.use_adapters:
+            parts.append("prompt pool only")
+        if a.use_adapters and a.adapter_drop == 0:
+            parts.append("no stochastic drop")
+        return "PUMA" + (f" ({', '.join(parts)})" if parts else "")
+
+    def build(self, data: DataInfo) -> nn.Module:
+        a = self.args
+        return PumaModel(
+            make_backbone(self.cfg), embedding_dim=a.embedding_dim, adapter_dim=a.adapter_dim,
+            adapter_scale=a.adapter_scale, adapter_drop=a.adapter_drop,
+            use_adapters=a.use_adapters, use_prompts=a.use_prompts, pool_size=a.pool_size,
+            prompt_length=a.prompt_length, prompt_lambda=a.prompt_lambda,
+            ortho_scale=a.ortho_scale,
+        )
+
+    def param_groups(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
+        return model.param_groups()

@@ -1,0 +1,54 @@
+import pytest
+
+from umlbench.config import RunConfig, from_dict, parse_overrides
+from umlbench.errors import UserError
+from umlbench.runner import build_config
+
+
+def test_overrides_parse_values_as_yaml():
+    d = parse_overrides(["train.epochs=3", "train.crop=[0.1, 1]", "method.adapter_dim=64",
+                         "backbone.weights=/x/y.safetensors"])
+    assert d["train"]["epochs"] == 3
+    assert d["train"]["crop"] == [0.1, 1]
+    assert d["method_args"]["adapter_dim"] == 64
+    assert d["backbone"]["weights"] == "/x/y.safetensors"
+
+
+def test_unknown_key_names_the_source_and_key():
+    with pytest.raises(UserError, match=r"--set: unknown config key 'train.epoch'"):
+        build_config("puma", "mini", overrides=["train.epoch=3"])
+
+
+def test_unknown_method_arg_is_an_error():
+    with pytest.raises(UserError, match="unknown config key 'method.adaptor_dim'"):
+        build_config("puma", "mini", overrides=["method.adaptor_dim=3"])
+
+
+def test_type_errors_are_user_errors():
+    with pytest.raises(UserError, match="train.epochs must be int"):
+        from_dict(RunConfig, {"method": "x", "train": {"epochs": "many"}})
+
+
+def test_layering_suite_method_file_overrides(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("train:\n  epochs: 7\n  lr: 0.5\nmethod:\n  args: {adapter_dim: 16}\n")
+    cfg = build_config("puma", "mini", cfg_file, ["train.lr=0.25"], seed=3)
+    assert cfg.train.epochs == 7  # file beats the method's mini.yaml
+    assert cfg.train.lr == 0.25  # --set beats the file
+    assert cfg.method_args["adapter_dim"] == 16
+    assert cfg.seed == 3
+    assert cfg.backbone.name == "vit_mini_patch4_32"  # from the suite defaults
+
+
+def test_bad_yaml_is_one_line_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(UserError, match="bad.yaml: invalid YAML"):
+        build_config("puma", "mini", bad)
+
+
+def test_per_loss_defaults_apply_to_finetune():
+    cfg = build_config("finetune", "mini", overrides=["loss.name=triplet"])
+    assert (cfg.train.sampler, cfg.train.ipc) == ("unique", 4)
+    cfg = build_config("finetune", "mini", overrides=["loss.name=arcface"])
+    assert cfg.train.sampler == "uniform"

@@ -1,0 +1,322 @@
+"""The ``umlbench`` command line. Each command parses its input and calls one library function."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from umlbench import paths
+from umlbench.errors import UserError
+
+console = Console(stderr=True)
+out = Console()
+
+
+class _Group(click.Group):
+    """Turns :class:`UserError` into ``error: <message>`` on one line and exit status 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt as exc:
+            click.echo(f"interrupted: {exc}" if str(exc) else "interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="umlbench")
+def cli() -> None:
+    """umlbench: benchmark suite and leaderboard for Unified Metric Learning."""
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+
+@cli.command("prepare-data")
+@click.option("--suite", default=None, help="Suite to prepare: mini (default) or uml.")
+@click.option("--dataset", "datasets", multiple=True, help="Prepare only these datasets.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Data root (default $UMLBENCH_DATA or ~/.cache/umlbench).")
+@click.option("--source", default=None,
+              help="URL, archive or extracted folder to use instead of the official download.")
+@click.option("--image-size", type=int, default=None,
+              help="mini: image side (default 32); real datasets: cached shorter side (256).")
+@click.option("--seed", type=int, default=0, show_default=True, help="mini generator seed.")
+@click.option("--workers", type=int, default=min(8, os.cpu_count() or 1), show_default=True)
+@click.option("--no-cache", is_flag=True, help="Keep reading the original JPEGs (no cache).")
+@click.option("--force", is_flag=True, help="Rebuild datasets that are already prepared.")
+def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, no_cache, force):
+    """Prepare a suite or datasets (default: the offline `mini` suite)."""
+    from umlbench.data.prepare import prepare
+    from umlbench.data.registry import DATASETS, suite_datasets
+
+    if datasets and suite:
+        raise UserError("give either --suite or --dataset, not both")
+    names = list(datasets) or list(suite_datasets(suite or "mini"))
+    for n in names:
+        DATASETS.get(n)
+    if source and len(names) != 1:
+        raise UserError("--source applies to one dataset; add --dataset NAME")
+    root = paths.data_root(data_root)
+    console.print(f"data root: {root}")
+
+    def done(report):
+        counts = ", ".join(f"{s} {c['images']} img/{c['classes']} cls"
+                           for s, c in report.counts.items())
+        verb = "already prepared" if report.status == "skipped" else \
+            f"prepared in {report.seconds:.1f}s"
+        console.print(f"  {report.name}: {verb} ({counts})")
+
+    prepare(names, root, seed=seed, image_size=image_size, source=source, workers=workers,
+            cache=not no_cache, force=force, on_done=done)
+
+
+@cli.command("list")
+@click.argument("kind", required=False, default="all",
+                type=click.Choice(["all", "datasets", "suites", "methods", "protocols",
+                                   "losses", "metrics"]))
+def list_(kind):
+    """List datasets, suites, methods, protocols, losses and metrics."""
+    from umlbench.data.registry import DATASETS, SUITES
+    from umlbench.methods import METHODS
+    from umlbench.protocols.base import PROTOCOLS
+    from umlbench.train.losses import LOSSES
+
+    kinds = {
+        "suites": {s: ", ".join(v) for s, v in SUITES.items()},
+        "datasets": {n: DATASETS.get(n).title for n in DATASETS.names()},
+        "methods": {n: (METHODS.get(n).__doc__ or "").strip().splitlines()[0]
+                    for n in METHODS.names()},
+        "protocols": {p: "" for p in PROTOCOLS},
+        "losses": {n: "" for n in LOSSES.names()},
+        "metrics": {m: "" for m in ("recall@K", "precision@1", "r_precision", "map@r",
+                                    "map@1000", "nmi", "f1")},
+    }
+    for k, entries in kinds.items():
+        if kind not in ("all", k):
+            continue
+        out.print(f"[bold]{k}[/]")
+        for name, desc in entries.items():
+            out.print(f"  {name:<22} {desc}".rstrip())
+
+
+@cli.command()
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--suite", default=None, help="Only this suite.")
+def info(data_root, suite):
+    """What is prepared where: counts per split, disk use, source."""
+    from umlbench.data.info import dataset_status
+
+    root = paths.data_root(data_root)
+    table = Table(title=f"datasets under {root}")
+    for col in ("dataset", "suite", "ready", "train img/cls", "test (or query|gallery) img/cls",
+                "disk", "source"):
+        table.add_column(col)
+    for row in dataset_status(root, suite):
+        table.add_row(*row)
+    out.print(table)
+
+
+# ---- runs --------------------------------------------------------------------------------
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.option("--method", required=True, help="Method name (see `umlbench list methods`).")
+@click.option("--suite", default="mini", show_default=True)
+@click.option("--seed", type=int, default=None)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML config layered over the method's defaults.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override any config field, e.g. --set train.epochs=3 --set method.adapter_dim=64")
+@click.option("--loss", default=None, help="Loss name (shorthand for --set loss.name=...).")
+@click.option("--setting", type=click.Choice(["unified", "specific"]), default=None,
+              help="Fine-tuning setting (finetune method).")
+@click.option("--protocol", default=None, help="uml (default), oodml, fewshot, fewshot-train.")
+@click.option("--dataset", default=None, help="oodml/fewshot: dataset to run on.")
+@click.option("--level", default=None, help="oodml/fewshot: split level, or 'all'.")
+@click.option("--shots", default=None, type=int, help="fewshot-train: images per class.")
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--results-dir", type=click.Path(file_okay=False), default=None,
+              help="Where run records go (default ./results).")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None,
+              help="Checkpoints (default <data root>/runs).")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint of this config.")
+@click.option("--nproc", type=int, default=1, show_default=True,
+              help="Processes (GPUs) on this node; launches torchrun.")
+def run(method, suite, seed, config_file, overrides, loss, setting, protocol, dataset, level,
+        shots, device, data_root, results_dir, work_dir, resume, nproc):
+    """Train (if the method trains) and evaluate one method; writes a run record."""
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+        _launch_torchrun(nproc)
+        return
+    from umlbench.runner import build_config, run as run_one
+
+    sets = list(overrides)
+    if loss:
+        sets.append(f"loss.name={loss}")
+    if setting:
+        sets.append(f"method.setting={setting}")
+    if protocol:
+        sets.append(f"protocol.name={protocol}")
+    if dataset:
+        sets.append(f"protocol.dataset={dataset}")
+    if shots is not None:
+        sets.append(f"protocol.shots={shots}")
+    levels = _levels(level, suite, dataset, data_root, protocol)
+    for lv in levels:
+        lv_sets = sets + ([f"protocol.level={lv}"] if lv is not None else [])
+        cfg = build_config(method, suite, config_file, lv_sets, seed=seed, device=device,
+                           data_root=data_root)
+        record, path = run_one(cfg, results_dir=Path(results_dir) if results_dir else None,
+                               work_dir=Path(work_dir) if work_dir else None, resume=resume,
+                               console=console)
+        if path is not None:
+            _print_record(record, path)
+
+
+def _levels(level, suite, dataset, data_root, protocol):
+    if level is None:
+        return [None]
+    if level == "all":
+        from umlbench.protocols.oodml import available_levels
+
+        return available_levels(paths.data_root(data_root), suite, dataset)
+    try:
+        return [int(level)]
+    except ValueError:
+        raise UserError(f"--level must be an integer or 'all', got {level!r}") from None
+
+
+def _launch_torchrun(nproc: int) -> None:
+    args = sys.argv[1:]
+    cleaned, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        cleaned.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "umlbench", *cleaned]
+    console.print("launching: " + " ".join(cmd))
+    raise SystemExit(subprocess.call(cmd))
+
+
+def _print_record(record, path: Path) -> None:
+    m = record.metrics
+    table = Table(title=f"{record.display_name} ({record.suite}, seed {record.seed})")
+    table.add_column("scope")
+    keys = ["recall@1", "map@r", "map@1000"]
+    for k in keys:
+        table.add_column(k, justify="right")
+    for scope, vals in list(m["per_dataset"].items()) + [("universal", m["universal"])]:
+        table.add_row(scope, *[f"{100 * vals[k]:.2f}" if vals.get(k) is not None else "–"
+                               for k in keys])
+    hm = m.get("summary", {}).get("harmonic_mean", {})
+    table.add_row("harmonic mean", *[f"{100 * hm[k]:.2f}" if hm.get(k) is not None else "–"
+                                     for k in keys])
+    out.print(table)
+    out.print(f"trainable params {record.params['trainable']:,}; "
+              f"{record.timings['total_s']:.1f}s; record: {path}")
+
+
+@cli.command()
+@click.argument("embeddings", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--metrics", default=None,
+              help="Comma-separated metric names (default: all).")
+def evaluate(embeddings, as_json, device, metrics):
+    """Score saved embeddings (.npz: embeddings, labels, datasets[, is_query, is_gallery])."""
+    from umlbench.evaluate_file import evaluate_npz
+
+    res = evaluate_npz(Path(embeddings), device=device,
+                       metrics=metrics.split(",") if metrics else None)
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), indent=2, default=_json_default))
+        return
+    table = Table(title=f"{embeddings} ({res.backend}, {res.seconds:.1f}s)")
+    names = [k for k in res.universal if not k.startswith("num_")]
+    table.add_column("scope")
+    for k in names:
+        table.add_column(k, justify="right")
+    for scope, vals in list(res.per_dataset.items()) + [("universal", res.universal)]:
+        table.add_row(scope, *[_fmt(vals.get(k)) for k in names])
+    out.print(table)
+    out.print(f"harmonic mean R@1 {_fmt(res.harmonic_mean)}, mean {_fmt(res.arithmetic_mean)}")
+
+
+def _fmt(v) -> str:
+    return "–" if v is None or v != v else f"{100 * v:.2f}"
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(type(o).__name__)
+
+
+# ---- results ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "csv", "html", "json"]),
+              default=None, help="Output format (default: a table in the terminal).")
+@click.option("--metric", default="recall@1", show_default=True)
+@click.option("--suite", default=None)
+@click.option("--protocol", default="uml", show_default=True)
+@click.option("--dataset", default=None, help="oodml: only this dataset.")
+@click.option("--method", "methods", multiple=True, help="Only these methods.")
+@click.option("--sort", default=None, help="Column to sort by (default: harmonic mean).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None)
+@click.option("--results-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--no-reference", is_flag=True, help="Hide reported (non-measured) rows.")
+def leaderboard(fmt, metric, suite, protocol, dataset, methods, sort, out_file, results_dir,
+                no_reference):
+    """Aggregate run records into a leaderboard table."""
+    from umlbench.results.leaderboard import build_board, render, to_rich
+    from umlbench.results.store import load_store
+
+    df = load_store(Path(results_dir) if results_dir else paths.default_results_dir(),
+                    include_reference=not no_reference,
+                    warn=lambda m: click.echo(f"warning: {m}", err=True))
+    board = build_board(df, metric, suite=suite, protocol=protocol,
+                        methods=list(methods) or None, sort=sort, dataset=dataset)
+    if fmt is None and out_file is None:
+        out.print(to_rich(board))
+        return
+    text = render(board, fmt or _format_from_suffix(out_file))
+    if out_file:
+        Path(out_file).write_text(text)
+        console.print(f"wrote {out_file}")
+    else:
+        click.echo(text, nl=False)
+
+
+def _format_from_suffix(path: str) -> str:
+    suffix = Path(path).suffix.lstrip(".")
+    return {"md": "markdown", "tex": "latex", "htm": "html"}.get(suffix, suffix)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="umlbench")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,261 @@
+"""Run configuration: frozen dataclasses, filled from YAML files and ``key=value`` overrides.
+
+Layers, later wins: the suite defaults (``umlbench/configs/<suite>.yaml``), the method's config
+for that suite (``<method package>/configs/<suite>.yaml``), the user's ``--config FILE``, then
+``--set key=value`` overrides and explicit CLI flags. An unknown key anywhere is an error that
+names the key and where it came from (OML silently drops them; we do not).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from umlbench.errors import UserError
+
+__all__ = [
+    "BackboneConfig",
+    "DataConfig",
+    "TrainConfig",
+    "LossConfig",
+    "EvalConfig",
+    "ProtocolConfig",
+    "RunConfig",
+    "from_dict",
+    "to_dict",
+    "load_yaml",
+    "merge",
+    "parse_overrides",
+    "SUITE_CONFIG_DIR",
+]
+
+SUITE_CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackboneConfig:
+    name: str = "vit_mini_patch4_32"
+    pretrained: bool = True
+    weights: str | None = None  # local weights file (machines without a model hub)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    datasets: tuple[str, ...] = ()  # subset of the suite; empty = all
+    input_size: int | None = None  # None: the backbone's input size
+    crop_scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop scale (official: 0.2-1)
+    resize_ratio: float = 256 / 224  # eval: resize to input*ratio, then centre-crop input
+    num_workers: int = 0
+    pin_memory: bool = False
+    eval_batch_size: int = 256
+    use_cache: bool = True  # False: decode the original JPEGs (real datasets only)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 180  # global batch, split over DDP processes
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    # Per-parameter-group learning-rate multipliers (groups are named by the method).
+    lr_scales: dict[str, float] = field(
+        default_factory=lambda: {"backbone": 1.0, "adapter": 10.0, "prompt": 10.0,
+                                 "lora": 10.0, "head": 10.0, "proxies": 1e4}
+    )
+    optimizer: str = "adamw"  # adamw | adam | sgd
+    scheduler: str = "step"  # step | cosine | none
+    step_epochs: int = 20  # step scheduler: multiply by gamma every step_epochs
+    gamma: float = 0.5
+    min_lr_scale: float = 0.1  # cosine scheduler floor
+    warmup_epochs: int = 0
+    amp: str = "auto"  # auto (bf16 on GPUs that have it, else fp16; none on CPU) | bf16 | fp16 | none
+    grad_clamp: float = 1.0  # element-wise gradient value clamp (official --clip_grad); 0 = off
+    grad_clip_norm: float = 0.0  # global norm clipping; 0 = off
+    sampler: str = "uniform"  # uniform | unique | dcb (see data/samplers.py)
+    ipc: int = 0  # images per class for the unique/dcb samplers
+    eval_every: int = 20  # evaluate every N epochs (and after the last epoch)
+    select: str = "universal"  # universal | val | last: which evaluation picks the checkpoint
+    select_metric: str = "recall@1"
+    val_fraction: float = 0.15  # select=val: fraction of training classes held out per dataset
+    max_steps_per_epoch: int = 0  # 0 = full epochs; >0 truncates (smoke tests)
+    log_every: int = 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossConfig:
+    name: str = "curricularface"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    metrics: tuple[str, ...] = (
+        "recall@1", "recall@2", "recall@4", "recall@8", "precision@1",
+        "r_precision", "map@r", "map@1000", "nmi", "f1",
+    )
+    batch_size: int = 256
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProtocolConfig:
+    name: str = "uml"  # uml | oodml | fewshot | fewshot-train
+    dataset: str | None = None  # oodml/fewshot: the dataset whose splits are used
+    level: int | None = None  # oodml/fewshot: split level (1 = easiest)
+    shots: int | None = None  # fewshot: support images per class; fewshot-train: K per class
+    episodes: int = 10  # fewshot: episodes per shot count
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    method: str
+    method_args: dict[str, Any] = field(default_factory=dict)
+    suite: str = "mini"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    data_root: str | None = None
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: {key} must be a mapping, got {value!r}")
+        return from_dict(tp, value, source=source, prefix=f"{key}.")
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key, source)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        inner = typing.get_args(tp)
+        elem = inner[0] if inner else Any
+        return tuple(_coerce(v, elem, key, source) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: {key} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise UserError(f"{source}: {key} must be an integer, got {value!r}")
+    if tp in (int, str, bool) and not isinstance(value, tp):
+        if tp is str and isinstance(value, (int, float)):
+            return str(value)
+        raise UserError(f"{source}: {key} must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls, data: dict, *, source: str = "config", prefix: str = ""):
+    """Build dataclass ``cls`` from a nested dict, raising on unknown keys and wrong types."""
+    types_ = _field_types(cls)
+    unknown = sorted(set(data) - set(types_))
+    if unknown:
+        raise UserError(
+            f"{source}: unknown config key '{prefix}{unknown[0]}'; "
+            f"known keys{' under ' + prefix.rstrip('.') if prefix else ''}: {', '.join(types_)}"
+        )
+    kwargs = {k: _coerce(v, types_[k], prefix + k, source) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise UserError(f"{source}: {exc}") from None
+
+
+def to_dict(obj) -> Any:
+    """Dataclass -> plain nested dict/list (JSON/YAML friendly)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML config; a missing or malformed file is a one-line :class:`UserError`."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise UserError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config file must hold a mapping at the top level")
+    return _normalise_method(data, str(path))
+
+
+def _normalise_method(data: dict, source: str) -> dict:
+    """Accept OML's ``method: {name, args}`` shape and map it to method/method_args."""
+    data = dict(data)
+    method = data.get("method")
+    if isinstance(method, dict):
+        extra = set(method) - {"name", "args"}
+        if extra:
+            raise UserError(f"{source}: method may only hold name and args, got {sorted(extra)}")
+        data["method"] = method.get("name")
+        data["method_args"] = merge(data.get("method_args", {}), method.get("args") or {})
+        if data["method"] is None:
+            del data["method"]
+    return data
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Deep merge: mappings are merged key by key, everything else is replaced."""
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_overrides(items: typing.Iterable[str]) -> dict:
+    """``["train.epochs=3", "method.adapter_dim=64"]`` -> nested dict (values parsed as YAML).
+
+    ``method.X`` is shorthand for ``method_args.X``.
+    """
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"override {item!r} must look like key=value (e.g. train.epochs=3)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        parts = key.strip().split(".")
+        if parts[0] == "method" and len(parts) > 1:
+            parts = ["method_args", *(parts[2:] if parts[1] == "args" else parts[1:])]
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override {item!r} conflicts with another override")
+        node[parts[-1]] = value
+    return out

@@ -1,0 +1,147 @@
+"""Batch samplers of the official PUMA code, written for exact multi-process reproducibility.
+
+Every sampler draws *global* batches from ``(seed, epoch)`` alone; under DDP each process takes
+its contiguous slice, so all-gathering the per-process embeddings rebuilds the global batch in the
+same order as a single process would see it. Each sample also gets its own augmentation seed
+(see ``data/loading.py``).
+
+    uniform  images drawn uniformly without replacement (PUMA: a shuffled DistributedSampler)
+    unique   B/ipc distinct classes per batch, ipc images each (official UniqueClassSampler)
+    dcb      the same, with an equal number of classes from every dataset (official "DCB")
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from umlbench.errors import UserError
+
+__all__ = ["GlobalBatchSampler", "UniformSampler", "ClassUniqueSampler",
+           "DatasetClassBalancedSampler", "make_sampler"]
+
+
+class GlobalBatchSampler(Sampler, abc.ABC):
+    """Yields, per step, this process's list of ``(index, augmentation_seed)`` pairs."""
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, max_batches: int = 0) -> None:
+        if batch_size % world_size:
+            raise UserError(f"batch size {batch_size} is not divisible by {world_size} processes")
+        if n < batch_size:
+            raise UserError(f"training set has {n} images, fewer than one batch ({batch_size})")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.max_batches = max_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _num_batches(self) -> int:
+        full = self.n // self.batch_size
+        return min(full, self.max_batches) if self.max_batches else full
+
+    def __len__(self) -> int:
+        return self._num_batches()
+
+    def global_batches(self) -> list[np.ndarray]:
+        """All global batches of the current epoch, each (batch_size,) int64."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return self._draw(rng)[: self._num_batches()]
+
+    @abc.abstractmethod
+    def _draw(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """The epoch's global batches drawn from ``rng``."""
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        per = self.batch_size // self.world_size
+        lo, hi = self.rank * per, (self.rank + 1) * per
+        for step, batch in enumerate(self.global_batches()):
+            seeds = np.random.SeedSequence([self.seed, self.epoch, step]).generate_state(
+                self.batch_size
+            )
+            yield [(int(i), int(s)) for i, s in zip(batch[lo:hi], seeds[lo:hi])]
+
+
+class UniformSampler(GlobalBatchSampler):
+    def _draw(self, rng):
+        perm = rng.permutation(self.n)
+        nb = self.n // self.batch_size
+        return list(perm[: nb * self.batch_size].reshape(nb, self.batch_size))
+
+
+def _class_index(labels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    classes, inverse = np.unique(labels, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse))
+    return classes, np.split(order, bounds[:-1])
+
+
+def _take(rng, members: np.ndarray, k: int) -> np.ndarray:
+    """k images of a class: without replacement when it has enough, else with (official rule)."""
+    return rng.choice(members, k, replace=len(members) < k)
+
+
+class ClassUniqueSampler(GlobalBatchSampler):
+    def __init__(self, labels: np.ndarray, batch_size: int, ipc: int, **kw) -> None:
+        super().__init__(len(labels), batch_size, **kw)
+        if ipc < 1 or batch_size % ipc:
+            raise UserError(f"batch size {batch_size} must be a multiple of ipc {ipc}")
+        self.ipc = ipc
+        self.classes, self.members = _class_index(np.asarray(labels))
+        if len(self.classes) < batch_size // ipc:
+            raise UserError(f"{len(self.classes)} classes cannot fill {batch_size // ipc} per batch")
+
+    def _draw(self, rng):
+        per_batch = self.batch_size // self.ipc
+        out = []
+        for _ in range(self._num_batches()):
+            chosen = rng.choice(len(self.classes), per_batch, replace=False)
+            out.append(np.concatenate([_take(rng, self.members[c], self.ipc) for c in chosen]))
+        return out
+
+
+class DatasetClassBalancedSampler(GlobalBatchSampler):
+    def __init__(self, labels: np.ndarray, groups: np.ndarray, batch_size: int, ipc: int,
+                 **kw) -> None:
+        super().__init__(len(labels), batch_size, **kw)
+        if ipc < 1 or batch_size % ipc:
+            raise UserError(f"batch size {batch_size} must be a multiple of ipc {ipc}")
+        self.ipc = ipc
+        labels, groups = np.asarray(labels), np.asarray(groups)
+        self.group_ids = np.unique(groups)
+        self.group_members = []
+        for g in self.group_ids:
+            rows = np.flatnonzero(groups == g)
+            _, members = _class_index(labels[rows])
+            self.group_members.append([rows[m] for m in members])
+
+    def _draw(self, rng):
+        slots = self.batch_size // self.ipc
+        base, extra = divmod(slots, len(self.group_ids))
+        out = []
+        for _ in range(self._num_batches()):
+            # The remainder rotates over datasets so none is favoured.
+            bonus = set(rng.choice(len(self.group_ids), extra, replace=False).tolist())
+            parts = []
+            for g, members in enumerate(self.group_members):
+                k = base + (g in bonus)
+                chosen = rng.choice(len(members), k, replace=len(members) < k)
+                parts += [_take(rng, members[c], self.ipc) for c in chosen]
+            out.append(np.concatenate(parts))
+        return out
+
+
+def make_sampler(name: str, labels: np.ndarray, groups: np.ndarray, batch_size: int, ipc: int,
+                 **kw) -> GlobalBatchSampler:
+    if name == "uniform":
+        return UniformSampler(len(labels), batch_size, **kw)
+    if name == "unique":
+        return ClassUniqueSampler(labels, batch_size, ipc or 4, **kw)
+    if name == "dcb":
+        return DatasetClassBalancedSampler(labels, groups, batch_size, ipc or 4, **kw)
+    raise UserError(f"unknown sampler {name!r}; known: uniform, unique, dcb")

@@ -1,0 +1,1 @@
+"""The eight real datasets of the UML benchmark, one module each; importing registers them."""

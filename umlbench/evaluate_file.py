@@ -1,0 +1,49 @@
+"""`umlbench evaluate`: score embeddings saved by any model in an .npz file."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from umlbench.errors import UserError
+from umlbench.metrics import DEFAULT_METRICS, EvalResult, MetricSpec, evaluate
+
+__all__ = ["evaluate_npz", "REQUIRED", "OPTIONAL"]
+
+REQUIRED = ("embeddings", "labels", "datasets")
+OPTIONAL = ("is_query", "is_gallery")
+
+
+def evaluate_npz(path: Path, device: str = "cpu", metrics: list[str] | None = None) -> EvalResult:
+    """Load ``path`` and evaluate; every input problem is a one-line UserError naming the file."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise UserError(f"{path}: not a readable .npz file ({exc})") from None
+    missing = [k for k in REQUIRED if k not in arrays]
+    if missing:
+        raise UserError(f"{path}: missing array(s) {missing}; need {list(REQUIRED)}")
+    emb = arrays["embeddings"]
+    if emb.dtype.kind not in "fiu":
+        raise UserError(f"{path}: embeddings must be numeric, got dtype {emb.dtype}")
+    labels = arrays["labels"]
+    if labels.dtype.kind not in "iu":
+        raise UserError(f"{path}: labels must be integers, got dtype {labels.dtype}")
+    flags = {}
+    for key in OPTIONAL:
+        if key in arrays:
+            if arrays[key].dtype != bool:
+                raise UserError(f"{path}: {key} must be a bool array, got {arrays[key].dtype}")
+            flags[key] = arrays[key]
+    spec = MetricSpec.from_names(metrics) if metrics else DEFAULT_METRICS
+    try:
+        return evaluate(emb.astype(np.float32), labels, arrays["datasets"].astype(str),
+                        flags.get("is_query"), flags.get("is_gallery"), metrics=spec,
+                        device=device)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None

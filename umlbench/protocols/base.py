@@ -1,0 +1,79 @@
+"""What a protocol hands to a method: prepared sources, train/val/test rows, class counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from umlbench import const as C
+from umlbench.data.prepare import Prepared
+
+__all__ = ["ProtocolData", "rows_for", "eval_rows", "PROTOCOLS"]
+
+
+@dataclass
+class ProtocolData:
+    """Rows reference ``sources`` by position; see ``data/loading.ImageTable``.
+
+    train: columns source, row, target (global training class id), dataset.
+    val/test: columns source, row, target (label inside its dataset), dataset, is_query,
+        is_gallery. ``val`` exists only when the protocol holds out validation classes.
+    """
+
+    name: str
+    sources: list[Prepared]
+    train: pd.DataFrame
+    test: pd.DataFrame
+    val: pd.DataFrame | None = None
+    num_classes: int = 0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def datasets(self) -> list[str]:
+        return [s.name for s in self.sources]
+
+    def class_dataset(self) -> np.ndarray:
+        """(num_classes,) index into ``datasets`` of each training class."""
+        out = np.zeros(self.num_classes, np.int64)
+        out[self.train["target"].to_numpy()] = self.train["source"].to_numpy()
+        return out
+
+
+def rows_for(source: int, prepared: Prepared, mask: np.ndarray) -> pd.DataFrame:
+    """Manifest rows selected by ``mask`` as (source, row, label, dataset) columns."""
+    m = prepared.manifest
+    idx = np.flatnonzero(mask)
+    return pd.DataFrame({
+        "source": source,
+        "row": idx,
+        "label": m[C.LABEL].to_numpy()[idx],
+        "dataset": prepared.name,
+    })
+
+
+def eval_rows(source: int, prepared: Prepared, labels: set | None = None,
+              leave_one_out_splits=(C.TEST,)) -> pd.DataFrame:
+    """Evaluation rows of one dataset: "test" rows are query and gallery (leave-one-out),
+    "query"/"gallery" rows are one or the other. ``labels`` restricts to those classes;
+    ``leave_one_out_splits`` names the splits whose rows are both query and gallery."""
+    m = prepared.manifest
+    split = m[C.SPLIT].to_numpy()
+    mask = np.isin(split, list(leave_one_out_splits) + [C.QUERY, C.GALLERY])
+    if labels is not None:
+        mask &= m[C.LABEL].isin(labels).to_numpy()
+    df = rows_for(source, prepared, mask)
+    s = split[df["row"].to_numpy()]
+    loo = np.isin(s, list(leave_one_out_splits))
+    df["is_query"] = loo | (s == C.QUERY)
+    df["is_gallery"] = loo | (s == C.GALLERY)
+    return df.rename(columns={"label": "target"})
+
+
+PROTOCOLS: dict[str, str] = {
+    "uml": "umlbench.protocols.uml:build",
+    "oodml": "umlbench.protocols.oodml:build",
+    "fewshot": "umlbench.protocols.fewshot:build",
+    "fewshot-train": "umlbench.protocols.fewshot:build_fewshot_train",
+}

@@ -1,0 +1,334 @@
+"""Leaderboard tables: long results frame -> aggregated table -> markdown/latex/csv/html/json.
+
+Rows are methods (``display_name``; reported reference rows are kept apart and marked), seeds
+are aggregated as mean, sample standard deviation and count. Columns are the suite's datasets,
+``universal``, ``harmonic_mean`` (of the per-dataset metric, per run, then averaged) and the
+trainable parameters. For ooDML, columns are the shift levels plus the normalised AUC.
+Values in [0, 1] are shown in percent. The best mean of each column is bold.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from umlbench.data.registry import SUITES
+from umlbench.errors import UserError
+
+__all__ = ["Board", "build_board", "render", "FORMATS", "COLUMN_TITLES"]
+
+FORMATS = ("markdown", "latex", "csv", "html", "json")
+COLUMN_TITLES = {
+    "universal": "Universal", "harmonic_mean": "HM", "arithmetic_mean": "Mean",
+    "trainable": "Trainable params", "auc": "AUC", "cub": "CUB", "cars": "Cars", "sop": "SOP",
+    "inshop": "In-Shop", "nabirds": "NABirds", "dogs": "Dogs", "flowers": "Flowers",
+    "aircraft": "Aircraft",
+}
+REPORTED_MARK = " (reported)"
+
+
+@dataclass
+class Board:
+    """Aggregated table: ``mean``/``std``/``n`` are DataFrames indexed by row label with one
+    column per key in ``columns``; ``params`` holds trainable parameters per row."""
+
+    metric: str
+    columns: list[str]
+    mean: pd.DataFrame
+    std: pd.DataFrame
+    n: pd.Series
+    params: pd.Series
+    reported: pd.Series  # bool per row
+
+    @property
+    def rows(self) -> list[str]:
+        return list(self.mean.index)
+
+
+def _title(key: str) -> str:
+    base = key.removeprefix("mini-")
+    title = COLUMN_TITLES.get(base, COLUMN_TITLES.get(key, key))
+    if key.startswith("mini-"):
+        return f"mini-{title}"
+    if key.startswith("level:"):
+        return f"L{key.split(':')[1]}"
+    return title
+
+
+def _dataset_order(df: pd.DataFrame) -> list[str]:
+    present = [s for s in df["scope"].dropna().unique()
+               if s not in ("universal", "harmonic_mean", "arithmetic_mean", "extra")]
+    order = [d for suite in SUITES.values() for d in suite if d in present]
+    return order + sorted(set(present) - set(order))
+
+
+def build_board(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None = None,
+                protocol: str = "uml", methods: list[str] | None = None,
+                sort: str | None = None, dataset: str | None = None) -> Board:
+    """Aggregate the long frame into a :class:`Board` (see module docstring)."""
+    sel = df[(df["protocol"].fillna("uml") == protocol)]
+    if suite:
+        sel = sel[sel["suite"] == suite]
+    if methods:
+        sel = sel[sel["method"].isin(methods) | sel["display_name"].isin(methods)]
+    sel = sel[sel["status"].isin(["completed", "reported"])]
+    if protocol in ("oodml", "fewshot"):
+        return _level_board(sel, metric, dataset, sort)
+    sel = sel[(sel["metric"] == metric) & sel["scope"].notna()]
+    if sel.empty:
+        raise UserError(f"no {protocol} results with metric {metric!r}"
+                        + (f" for suite {suite!r}" if suite else "")
+                        + "; run `umlbench run` first or change --metric/--suite/--protocol")
+    sel = sel.assign(row=np.where(sel["source"] == "reported",
+                                  sel["display_name"] + REPORTED_MARK, sel["display_name"]))
+    columns = _dataset_order(sel) + [c for c in ("universal", "harmonic_mean")
+                                     if c in set(sel["scope"])]
+    per_run = sel.pivot_table(index=["row", "run_id"], columns="scope", values="value",
+                              aggfunc="first")
+    grouped = per_run.groupby(level="row")
+    mean = grouped.mean().reindex(columns=columns)
+    std = grouped.std(ddof=1).reindex(columns=columns)
+    n = grouped.size()
+    meta = sel.drop_duplicates("row").set_index("row")
+    params = meta["trainable"].reindex(mean.index)
+    reported = (meta["source"] == "reported").reindex(mean.index)
+    board = Board(metric, columns, mean, std, n, params, reported)
+    return _sorted(board, sort or ("harmonic_mean" if "harmonic_mean" in columns else None))
+
+
+def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str | None) -> Board:
+    """ooDML: rows = method x dataset, columns = levels + AUC of the universal-scope metric."""
+    from umlbench.protocols.oodml_summary import normalised_auc
+
+    sel = sel[(sel["metric"] == metric) & (sel["scope"] == "universal")]
+    if dataset:
+        sel = sel[sel["dataset"] == dataset]
+    if sel.empty:
+        raise UserError(f"no ooDML results with metric {metric!r}; run "
+                        "`umlbench run --protocol oodml --level all` first")
+    sel = sel.assign(row=sel["display_name"] + " / " + sel["dataset"].astype(str),
+                     col="level:" + sel["level"].astype(int).astype(str))
+    levels = sorted(sel["level"].dropna().astype(int).unique())
+    columns = [f"level:{lv}" for lv in levels]
+    per_seed = sel.pivot_table(index=["row", "seed"], columns="col", values="value",
+                               aggfunc="mean").reindex(columns=columns)
+    auc = per_seed.apply(lambda r: normalised_auc([lv for lv in levels], r.to_numpy()), axis=1)
+    per_seed["auc"] = auc
+    columns = columns + ["auc"]
+    grouped = per_seed.groupby(level="row")
+    mean, std, n = grouped.mean(), grouped.std(ddof=1), grouped.size()
+    meta = sel.drop_duplicates("row").set_index("row")
+    board = Board(metric, columns, mean, std, n, meta["trainable"].reindex(mean.index),
+                  (meta["source"] == "reported").reindex(mean.index))
+    return _sorted(board, sort or "auc")
+
+
+def _sorted(board: Board, key: str | None) -> Board:
+    if key is None or key == "name":
+        order = sorted(board.rows)
+    elif key in ("trainable", "params"):
+        order = list(board.params.sort_values(na_position="last").index)
+    elif key in board.columns:
+        order = list(board.mean[key].sort_values(ascending=False, na_position="last").index)
+    else:
+        raise UserError(f"cannot sort by {key!r}; use one of: name, trainable, "
+                        + ", ".join(board.columns))
+    return Board(board.metric, board.columns, board.mean.loc[order], board.std.loc[order],
+                 board.n.loc[order], board.params.loc[order], board.reported.loc[order])
+
+
+def _pct(v: float) -> float:
+    return 100 * v
+
+
+def _cell(mean: float, std: float, n: int) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    text = f"{_pct(mean):.2f}"
+    if n > 1 and not math.isnan(std):
+        text += f" ± {_pct(std):.2f}"
+    return text
+
+
+def _params(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    v = float(v)
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f}K"
+    return f"{int(v)}"
+
+
+def _best(board: Board) -> dict[str, str | None]:
+    best = {}
+    for col in board.columns:
+        s = board.mean[col].dropna()
+        best[col] = s.idxmax() if len(s) else None
+    return best
+
+
+def _grid(board: Board, bold) -> tuple[list[str], list[list[str]]]:
+    best = _best(board)
+    header = ["Method", "Seeds"] + [_title(c) for c in board.columns] + ["Trainable params"]
+    body = []
+    for row in board.rows:
+        n = int(board.n.get(row, 0))
+        cells = [row, "–" if board.reported.get(row) else str(n)]
+        for col in board.columns:
+            text = _cell(board.mean.at[row, col], board.std.at[row, col], n)
+            cells.append(bold(text) if best[col] == row and text != "–" else text)
+        cells.append(_params(board.params.get(row)))
+        body.append(cells)
+    return header, body
+
+
+def to_markdown(board: Board) -> str:
+    header, body = _grid(board, lambda t: f"**{t}**")
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_ESCAPE = str.maketrans({"_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
+                               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                               "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"})
+
+
+def to_latex(board: Board) -> str:
+    header, body = _grid(board, lambda t: "\\textbf{" + t + "}")
+
+    def esc(text: str) -> str:
+        if text.startswith("\\textbf{"):
+            return "\\textbf{" + esc(text[8:-1]) + "}"
+        return text.translate(_LATEX_ESCAPE).replace("±", "$\\pm$").replace("–", "--")
+
+    cols = "l" + "r" * (len(header) - 1)
+    lines = [
+        "% Requires \\usepackage{booktabs}",
+        f"% {board.metric} in percent; mean $\\pm$ std over seeds.",
+        "\\begin{tabular}{" + cols + "}",
+        "\\toprule",
+        " & ".join(esc(h) for h in header) + " \\\\",
+        "\\midrule",
+    ]
+    lines += [" & ".join(esc(c) for c in row) + " \\\\" for row in body]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(board: Board) -> str:
+    out = pd.DataFrame(index=board.mean.index)
+    out.index.name = "method"
+    out["reported"] = board.reported.astype(bool)
+    out["seeds"] = board.n
+    for col in board.columns:
+        out[f"{col}_mean"] = board.mean[col]
+        out[f"{col}_std"] = board.std[col]
+    out["trainable_params"] = board.params
+    return out.to_csv(float_format="%.6f")
+
+
+def to_json(board: Board) -> str:
+    rows = []
+    for row in board.rows:
+        rows.append({
+            "method": row,
+            "reported": bool(board.reported.get(row)),
+            "seeds": int(board.n.get(row, 0)),
+            "values": {c: {"mean": _num(board.mean.at[row, c]), "std": _num(board.std.at[row, c])}
+                       for c in board.columns},
+            "trainable_params": _num(board.params.get(row)),
+        })
+    return json.dumps({"metric": board.metric, "columns": board.columns, "rows": rows},
+                      indent=2) + "\n"
+
+
+def _num(v):
+    if v is None:
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+_HTML = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>umlbench leaderboard</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:2em}} table{{border-collapse:collapse}}
+th,td{{padding:.35em .8em;border-bottom:1px solid #ddd;text-align:right}}
+th:first-child,td:first-child{{text-align:left}} th{{cursor:pointer;background:#f4f4f4}}
+th.sorted-asc::after{{content:" \\25B2"}} th.sorted-desc::after{{content:" \\25BC"}}
+tr.reported td{{color:#666;font-style:italic}}
+</style></head><body>
+<h1>umlbench leaderboard</h1>
+<p>{caption}</p>
+<table id="board"><thead><tr>{head}</tr></thead><tbody>
+{body}
+</tbody></table>
+<script>
+document.querySelectorAll("#board th").forEach(function(th, col) {{
+  th.addEventListener("click", function() {{
+    var tbody = document.querySelector("#board tbody");
+    var rows = Array.from(tbody.rows);
+    var asc = !th.classList.contains("sorted-asc");
+    document.querySelectorAll("#board th").forEach(function(h) {{
+      h.classList.remove("sorted-asc", "sorted-desc"); }});
+    th.classList.add(asc ? "sorted-asc" : "sorted-desc");
+    rows.sort(function(a, b) {{
+      var x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var cmp = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : String(x).localeCompare(String(y));
+      return asc ? cmp : -cmp;
+    }});
+    rows.forEach(function(r) {{ tbody.appendChild(r); }});
+  }});
+}});
+</script></body></html>
+"""
+
+
+def to_html(board: Board) -> str:
+    header, body = _grid(board, lambda t: f"<b>{t}</b>")
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows = []
+    for row, cells in zip(board.rows, body):
+        sort_vals = [row, str(int(board.n.get(row, 0)))]
+        sort_vals += [str(_num(board.mean.at[row, c]) or "") for c in board.columns]
+        sort_vals.append(str(_num(board.params.get(row)) or ""))
+        tds = "".join(
+            f'<td data-v="{html.escape(v)}">{c if c.startswith("<b>") else html.escape(c)}</td>'
+            for v, c in zip(sort_vals, cells)
+        )
+        cls = ' class="reported"' if board.reported.get(row) else ""
+        rows.append(f"<tr{cls}>{tds}</tr>")
+    caption = (f"{html.escape(board.metric)} in percent, mean ± std over seeds; best per column "
+               "in bold; italic rows are reported elsewhere, not measured.")
+    return _HTML.format(caption=caption, head=head, body="\n".join(rows))
+
+
+def render(board: Board, fmt: str) -> str:
+    renderers = {"markdown": to_markdown, "latex": to_latex, "csv": to_csv, "html": to_html,
+                 "json": to_json}
+    if fmt not in renderers:
+        raise UserError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    return renderers[fmt](board)
+
+
+def to_rich(board: Board):
+    """A rich Table for the terminal."""
+    from rich.table import Table
+
+    header, body = _grid(board, lambda t: f"[bold green]{t}[/]")
+    table = Table(title=f"umlbench leaderboard ({board.metric}, %)")
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for cells in body:
+        table.add_row(*cells)
+    return table

@@ -1,0 +1,185 @@
+"""One run, end to end: config -> protocol data -> method -> train -> evaluate -> run record."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from umlbench import paths
+from umlbench.config import (SUITE_CONFIG_DIR, RunConfig, from_dict, load_yaml, merge,
+                             parse_overrides, to_dict)
+from umlbench.env import git_commit, hardware, package_versions
+from umlbench.errors import UserError
+from umlbench.methods import METHODS, DataInfo, Method
+from umlbench.protocols.base import PROTOCOLS, ProtocolData
+from umlbench.results.record import RunRecord, new_run_id, write_record
+from umlbench.train.distributed import DistInfo, barrier, init_distributed
+from umlbench.train.trainer import Trainer, TrainingFailed, resolve_device, seed_everything
+
+__all__ = ["build_config", "run", "method_class", "load_protocol", "run_prefix"]
+
+
+def method_class(name: str) -> type[Method]:
+    cls = METHODS.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise UserError(f"method plugin {name!r} is not a umlbench.methods.Method subclass")
+    if not cls.name:
+        cls.name = name
+    return cls
+
+
+def method_config_file(cls: type[Method], suite: str) -> Path | None:
+    path = Path(inspect.getfile(cls)).parent / "configs" / f"{suite}.yaml"
+    return path if path.exists() else None
+
+
+def build_config(
+    method: str,
+    suite: str = "mini",
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    **explicit,
+) -> RunConfig:
+    """Layer suite defaults, the method's config, ``config_file``, overrides and flags."""
+    cls = method_class(method)
+    layers: list[tuple[str, dict]] = []
+    suite_file = SUITE_CONFIG_DIR / f"{suite}.yaml"
+    if suite_file.exists():
+        layers.append((str(suite_file), load_yaml(suite_file)))
+    mfile = method_config_file(cls, suite)
+    if mfile:
+        layers.append((str(mfile), load_yaml(mfile)))
+    user = [(str(config_file), load_yaml(config_file))] if config_file else []
+    user.append(("--set", parse_overrides(overrides)))
+    # Per-loss defaults of the method (e.g. the sampler a loss was run with officially).
+    loss_name = None
+    for _, layer in layers + user:
+        loss_name = (layer.get("loss") or {}).get("name", loss_name)
+    if loss_name:
+        lfile = Path(inspect.getfile(cls)).parent / "configs" / "loss" / f"{loss_name}.yaml"
+        if lfile.exists():
+            layers.append((str(lfile), load_yaml(lfile)))
+    layers += user
+    layers.append(("flags", {k: v for k, v in explicit.items() if v is not None}))
+    merged: dict = {"method": method, "suite": suite}
+    for source, layer in layers:
+        # Validate each layer on its own so an unknown key names the file it came from.
+        probe = merge({"method": method}, {k: v for k, v in layer.items() if k != "method_args"})
+        from_dict(RunConfig, probe, source=source)
+        merged = merge(merged, layer)
+    merged["method"] = method
+    cfg = from_dict(RunConfig, merged, source="config")
+    cls(cfg)  # validates method_args against the method's Config (names the bad key)
+    return cfg
+
+
+def load_protocol(cfg: RunConfig, root: Path) -> ProtocolData:
+    if cfg.protocol.name not in PROTOCOLS:
+        raise UserError(f"unknown protocol {cfg.protocol.name!r}; known: {', '.join(PROTOCOLS)}")
+    module, fn = PROTOCOLS[cfg.protocol.name].split(":")
+    return getattr(importlib.import_module(module), fn)(cfg, root)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def run_prefix(display: str, cfg: RunConfig, info: dict) -> str:
+    parts = [_slug(display), cfg.suite, info.get("name", cfg.protocol.name)]
+    for key in ("dataset", "level", "shots"):
+        if info.get(key) is not None:
+            parts.append(f"{key[0]}{info[key]}" if key != "dataset" else str(info[key]))
+    parts.append(f"s{cfg.seed}")
+    return "-".join(str(p) for p in parts)
+
+
+def config_hash(cfg: RunConfig) -> str:
+    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def run(
+    cfg: RunConfig,
+    *,
+    results_dir: Path | None = None,
+    work_dir: Path | None = None,
+    resume: bool = False,
+    console: Console | None = None,
+    data: ProtocolData | None = None,
+) -> tuple[RunRecord, Path | None]:
+    """Train and evaluate one configuration; write and return its record (main process)."""
+    console = console or Console(stderr=True)
+    t_start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    dist: DistInfo = init_distributed(device)
+    if dist.enabled and device.startswith("cuda"):
+        device = f"cuda:{dist.local_rank}"
+    seed_everything(cfg.seed)
+    cls = method_class(cfg.method)
+    method = cls(cfg)
+    root = paths.data_root(cfg.data_root)
+    data = data or load_protocol(cfg, root)
+    info = DataInfo(num_classes=data.num_classes, datasets=tuple(data.datasets),
+                    class_dataset=data.class_dataset() if data.num_classes else np.zeros(0),
+                    suite=cfg.suite)
+    model = method.build(info)
+    criterion = method.criterion(info, model.embedding_dim) if cls.trains else None
+    params = method.parameter_counts(model, criterion)
+    display = method.display_name()
+    prefix = run_prefix(display, cfg, data.info)
+    work = (work_dir or paths.default_work_dir()) / f"{prefix}-{config_hash(cfg)}"
+    trainer = Trainer(cfg, device, work, dist, console, resume=resume)
+    status, error = "completed", None
+    metrics: dict = {"per_dataset": {}, "universal": {}, "summary": {}}
+    harmonic = None
+    try:
+        model = method.train(model, criterion, data, trainer) if cls.trains else model
+        if dist.is_main:
+            result = method.evaluate(model, data, data.test, trainer)
+            metrics = {"per_dataset": result.per_dataset, "universal": result.universal,
+                       "summary": result.summary}
+            harmonic = result.harmonic_mean
+    except TrainingFailed as exc:
+        status, error = "failed", str(exc)
+    except KeyboardInterrupt:
+        status, error = "interrupted", f"interrupted; resume with --resume (checkpoint in {work})"
+    barrier()
+    path = None
+    record = RunRecord(
+        run_id=new_run_id(prefix),
+        method=cfg.method,
+        display_name=display,
+        suite=cfg.suite,
+        seed=cfg.seed,
+        status=status,
+        protocol=dict(data.info),
+        config=to_dict(cfg),
+        backbone=cfg.backbone.name,
+        params=params,
+        metrics=metrics,
+        harmonic_mean=harmonic,
+        timings={"train_s": round(trainer.train_seconds, 2),
+                 "eval_s": round(trainer.eval_seconds, 2),
+                 "total_s": round(time.perf_counter() - t_start, 2)},
+        hardware=hardware(device, dist.world_size),
+        packages=package_versions(),
+        git_commit=git_commit(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        history=trainer.state.history,
+        error=error,
+    )
+    if dist.is_main:
+        out_dir = (results_dir or paths.default_results_dir()) / cfg.suite
+        path = write_record(record, out_dir)
+    if status == "failed":
+        raise TrainingFailed(f"{error} (record: {path})")
+    if status == "interrupted":
+        raise KeyboardInterrupt(error)
+    return record, path

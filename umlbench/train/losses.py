@@ -1,0 +1,175 @@
+"""Training losses: CurricularFace (written here) and the reference losses from PML.
+
+Every loss is a module ``loss(embeddings (B, D), labels (B,)) -> scalar``; proxy losses own their
+proxies as parameters, which the trainer puts in the ``proxies`` parameter group (lr x1e4 in the
+official code). Settings follow the official PUMA code (losses.py; see
+``shared/reference/puma-official-code.md`` section 5).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from umlbench.config import LossConfig
+from umlbench.errors import UserError
+from umlbench.registry import Registry
+
+__all__ = ["CurricularFace", "PMLLoss", "LOSSES", "build_loss"]
+
+LossFactory = Callable[..., nn.Module]
+LOSSES: Registry[LossFactory] = Registry("loss", entry_point_group="umlbench.losses")
+
+
+class CurricularFace(nn.Module):
+    """CurricularFace (Huang et al. 2020) with a per-class curriculum term, as in PUMA's code.
+
+    logits = s * cos(theta_j) for easy negatives, s * cos(theta_j) * (t_y + cos(theta_j)) for
+    hard negatives (cos(theta_j) > cos(theta_y + m)), and s * cos(theta_y + m) for the target
+    (falling back to cos(theta_y) - m sin(m) past theta_y > pi - m, ArcFace-style). ``t`` is a
+    per-class EMA of the target cosine (momentum 0.99, initial 0) instead of the paper's global t.
+    """
+
+    def __init__(self, num_classes: int, embedding_size: int, margin: float = 0.3,
+                 scale: float = 32.0, momentum: float = 0.99) -> None:
+        super().__init__()
+        self.margin, self.scale, self.momentum = margin, scale, momentum
+        self.proxies = nn.Parameter(torch.empty(num_classes, embedding_size))
+        nn.init.kaiming_uniform_(self.proxies, mode="fan_out")
+        self.register_buffer("t", torch.zeros(num_classes))
+        self.cos_m, self.sin_m = math.cos(margin), math.sin(margin)
+        self.threshold = math.cos(math.pi - margin)
+        self.mm = math.sin(math.pi - margin) * margin
+
+    def logits(self, embeddings: torch.Tensor, labels: torch.Tensor,
+               update: bool = True) -> torch.Tensor:
+        """(B, D), (B,) -> (B, C) scaled logits (updates ``t`` when ``update``)."""
+        # At least fp32 even under autocast: the margin arithmetic is precision-sensitive.
+        dtype = torch.promote_types(self.proxies.dtype, torch.float32)
+        cos = F.linear(F.normalize(embeddings.to(dtype)), F.normalize(self.proxies.to(dtype)))
+        cos = cos.clamp(-1, 1)
+        target = cos.gather(1, labels[:, None])  # (B, 1)
+        sin = torch.sqrt((1.0 - target**2).clamp_min(0))
+        cos_tm = target * self.cos_m - sin * self.sin_m  # cos(theta_y + m)
+        final_target = torch.where(target > self.threshold, cos_tm, target - self.mm)
+        if update and self.training:
+            with torch.no_grad():
+                classes, inverse = labels.unique(return_inverse=True)
+                sums = torch.zeros(len(classes), device=cos.device, dtype=dtype).index_add_(
+                    0, inverse, target[:, 0].detach())
+                means = sums / torch.bincount(inverse, minlength=len(classes)).to(dtype)
+                self.t[classes] = (self.momentum * self.t[classes]
+                                   + (1 - self.momentum) * means.to(self.t.dtype))
+        hard = cos > cos_tm
+        t = self.t[labels].to(dtype)[:, None].expand_as(cos)
+        cos = torch.where(hard, cos * (t + cos), cos)
+        cos = cos.scatter(1, labels[:, None], final_target)
+        return cos * self.scale
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.logits(embeddings, labels), labels)
+
+
+class PMLLoss(nn.Module):
+    """A pytorch-metric-learning loss with an optional miner, as one module."""
+
+    def __init__(self, loss: nn.Module, miner: nn.Module | None = None) -> None:
+        super().__init__()
+        self.loss, self.miner = loss, miner
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        embeddings = embeddings.float()
+        pairs = self.miner(embeddings, labels) if self.miner is not None else None
+        return self.loss(embeddings, labels, pairs)
+
+
+def _pml():
+    from pytorch_metric_learning import distances, losses, miners
+
+    return losses, miners, distances
+
+
+@LOSSES.register("curricularface")
+def _curricularface(num_classes, embedding_size, margin=0.3, scale=32.0, momentum=0.99):
+    return CurricularFace(num_classes, embedding_size, margin, scale, momentum)
+
+
+@LOSSES.register("triplet")
+def _triplet(num_classes, embedding_size, margin=0.05):
+    losses, miners, distances = _pml()
+    d = distances.CosineSimilarity()
+    return PMLLoss(losses.TripletMarginLoss(margin=margin, distance=d),
+                   miners.BatchHardMiner(distance=d))
+
+
+@LOSSES.register("multi_similarity")
+def _ms(num_classes, embedding_size, alpha=2.0, beta=50.0, base=0.5, cutoff=0.5,
+        nonzero_loss_cutoff=1.4):
+    losses, miners, _ = _pml()
+    return PMLLoss(losses.MultiSimilarityLoss(alpha=alpha, beta=beta, base=base),
+                   miners.DistanceWeightedMiner(cutoff=cutoff,
+                                                nonzero_loss_cutoff=nonzero_loss_cutoff))
+
+
+@LOSSES.register("margin")
+def _margin(num_classes, embedding_size, margin=0.2, nu=0.0, beta=1.2, epsilon=0.1):
+    losses, miners, _ = _pml()
+    return PMLLoss(losses.MarginLoss(margin=margin, nu=nu, beta=beta),
+                   miners.MultiSimilarityMiner(epsilon=epsilon))
+
+
+@LOSSES.register("proxy_anchor")
+def _proxy_anchor(num_classes, embedding_size, margin=0.1, alpha=32.0):
+    losses, _, _ = _pml()
+    return PMLLoss(losses.ProxyAnchorLoss(num_classes, embedding_size, margin=margin, alpha=alpha))
+
+
+@LOSSES.register("proxy_nca_pp")
+def _proxy_nca(num_classes, embedding_size, scale=9.0):
+    # ProxyNCA++: softmax over -scale * ||x - p||^2 on the unit sphere = -scale * 2(1 - cos).
+    losses, _, _ = _pml()
+    return PMLLoss(losses.ProxyNCALoss(num_classes, embedding_size, softmax_scale=scale))
+
+
+@LOSSES.register("cosface")
+def _cosface(num_classes, embedding_size, margin=0.35, scale=64.0):
+    losses, _, _ = _pml()
+    return PMLLoss(losses.CosFaceLoss(num_classes, embedding_size, margin=margin, scale=scale))
+
+
+@LOSSES.register("arcface")
+def _arcface(num_classes, embedding_size, margin=0.5, scale=64.0):
+    losses, _, _ = _pml()
+    # PML takes the angular margin in degrees; the official setting is 0.5 rad.
+    return PMLLoss(losses.ArcFaceLoss(num_classes, embedding_size, margin=math.degrees(margin),
+                                      scale=scale))
+
+
+@LOSSES.register("soft_triple")
+def _soft_triple(num_classes, embedding_size, centers_per_class=10, la=20.0, gamma=0.1,
+                 margin=0.01):
+    losses, _, _ = _pml()
+    return PMLLoss(losses.SoftTripleLoss(num_classes, embedding_size,
+                                         centers_per_class=centers_per_class, la=la,
+                                         gamma=gamma, margin=margin))
+
+
+@LOSSES.register("hyp_supcon")
+def _hyp_supcon(num_classes, embedding_size, temperature=0.1, curvature=0.1):
+    from umlbench.train.hyperbolic import PoincareDistance
+
+    losses, _, _ = _pml()
+    return PMLLoss(losses.SupConLoss(temperature=temperature,
+                                     distance=PoincareDistance(curvature)))
+
+
+def build_loss(cfg: LossConfig, num_classes: int, embedding_size: int) -> nn.Module:
+    factory = LOSSES.get(cfg.name)
+    try:
+        return factory(num_classes, embedding_size, **cfg.args)
+    except TypeError as exc:
+        raise UserError(f"loss {cfg.name!r}: bad arguments {dict(cfg.args)} ({exc})") from None
