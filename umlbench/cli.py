@@ -271,6 +271,38 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
+@cli.command()
+@click.option("--method", required=True)
+@click.option("--backbone", default=None, help="Any timm model (default: the suite's).")
+@click.option("--suite", default="uml", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("--json", "as_json", is_flag=True)
+def params(method, backbone, suite, overrides, as_json):
+    """Trainable parameters of a method, and the ratio to fully fine-tuned models."""
+    from umlbench.data.registry import suite_datasets
+    from umlbench.params import parameter_report
+
+    rep = parameter_report(method, suite, backbone, overrides)
+    if as_json:
+        click.echo(json.dumps(rep, indent=2))
+        return
+    table = Table(title=f"{rep['display_name']} on {rep['backbone']} ({suite})")
+    table.add_column("part")
+    table.add_column("parameters", justify="right")
+    for group, n in rep["groups"].items():
+        table.add_row(f"trainable: {group}", f"{n:,}")
+    table.add_row("[bold]trainable total[/]", f"[bold]{rep['trainable']:,}[/]")
+    table.add_row(f"loss proxies ({rep['num_classes']:,} classes; not counted)",
+                  f"{rep['proxies']:,}")
+    table.add_row("whole model", f"{rep['total']:,}")
+    table.add_row("one fully fine-tuned backbone + head", f"{rep['full_finetune_one']:,}")
+    n = len(suite_datasets(suite))
+    table.add_row(f"{n} dataset-specific fine-tuned models", f"{rep['full_finetune_specific']:,}")
+    out.print(table)
+    out.print(f"{rep['vs_specific']:.1f}x fewer trainable parameters than {n} dataset-specific "
+              f"models; {rep['vs_unified']:.1f}x fewer than one unified fine-tuned model")
+
+
 # ---- results ------------------------------------------------------------------------------
 
 
@@ -306,6 +338,32 @@ def leaderboard(fmt, metric, suite, protocol, dataset, methods, sort, out_file, 
         console.print(f"wrote {out_file}")
     else:
         click.echo(text, nl=False)
+
+
+@cli.command()
+@click.option("--kind", type=click.Choice(["datasets", "params", "shift", "fewshot"]),
+              required=True, help="datasets: bars per dataset; params: HM vs trainable params; "
+              "shift: metric vs ooDML level; fewshot: metric vs shots.")
+@click.option("--metric", default="recall@1", show_default=True)
+@click.option("--suite", default=None)
+@click.option("--dataset", default=None, help="shift/fewshot: only this dataset.")
+@click.option("--method", "methods", multiple=True, help="Only these methods.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True,
+              help="Output file; .png or .svg (both written when the suffix is omitted).")
+@click.option("--results-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--no-reference", is_flag=True, help="Hide reported (non-measured) rows.")
+def plot(kind, metric, suite, dataset, methods, out_file, results_dir, no_reference):
+    """Publication-quality figures from run records (PNG/SVG)."""
+    from umlbench.results.plots import plot_kind
+    from umlbench.results.store import load_store
+
+    df = load_store(Path(results_dir) if results_dir else paths.default_results_dir(),
+                    include_reference=not no_reference,
+                    warn=lambda m: click.echo(f"warning: {m}", err=True))
+    written = plot_kind(df, kind, Path(out_file), metric=metric, suite=suite, dataset=dataset,
+                        methods=list(methods) or None)
+    for path in written:
+        console.print(f"wrote {path}")
 
 
 def _format_from_suffix(path: str) -> str:

@@ -105,7 +105,7 @@ def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str 
     """ooDML: rows = method x dataset, columns = levels + AUC of the universal-scope metric."""
     from umlbench.protocols.oodml_summary import normalised_auc
 
-    sel = sel[(sel["metric"] == metric) & (sel["scope"] == "universal")]
+    sel = sel[(sel["metric"] == metric) & (sel["scope"] == "universal") & sel["level"].notna()]
     if dataset:
         sel = sel[sel["dataset"] == dataset]
     if sel.empty:
@@ -132,9 +132,10 @@ def _sorted(board: Board, key: str | None) -> Board:
     if key is None or key == "name":
         order = sorted(board.rows)
     elif key in ("trainable", "params"):
-        order = list(board.params.sort_values(na_position="last").index)
+        order = list(board.params.sort_values(na_position="last", kind="stable").index)
     elif key in board.columns:
-        order = list(board.mean[key].sort_values(ascending=False, na_position="last").index)
+        order = list(board.mean[key].sort_values(ascending=False, na_position="last",
+                                                 kind="stable").index)
     else:
         raise UserError(f"cannot sort by {key!r}; use one of: name, trainable, "
                         + ", ".join(board.columns))
@@ -167,9 +168,11 @@ def _params(v) -> str:
 
 
 def _best(board: Board) -> dict[str, str | None]:
+    """Row with the best mean per column; reported rows are shown but never marked best."""
     best = {}
+    measured = board.mean[~board.reported.astype(bool)]
     for col in board.columns:
-        s = board.mean[col].dropna()
+        s = measured[col].dropna()
         best[col] = s.idxmax() if len(s) else None
     return best
 
@@ -228,7 +231,7 @@ def to_csv(board: Board) -> str:
     out = pd.DataFrame(index=board.mean.index)
     out.index.name = "method"
     out["reported"] = board.reported.astype(bool)
-    out["seeds"] = board.n
+    out["seeds"] = board.n.where(~board.reported.astype(bool)).astype("Int64")
     for col in board.columns:
         out[f"{col}_mean"] = board.mean[col]
         out[f"{col}_std"] = board.std[col]
@@ -242,7 +245,7 @@ def to_json(board: Board) -> str:
         rows.append({
             "method": row,
             "reported": bool(board.reported.get(row)),
-            "seeds": int(board.n.get(row, 0)),
+            "seeds": None if board.reported.get(row) else int(board.n.get(row, 0)),
             "values": {c: {"mean": _num(board.mean.at[row, c]), "std": _num(board.std.at[row, c])}
                        for c in board.columns},
             "trainable_params": _num(board.params.get(row)),
@@ -294,14 +297,19 @@ document.querySelectorAll("#board th").forEach(function(th, col) {{
 """
 
 
+def _sort_value(v) -> str:
+    v = _num(v)
+    return "" if v is None else str(v)
+
+
 def to_html(board: Board) -> str:
     header, body = _grid(board, lambda t: f"<b>{t}</b>")
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     rows = []
     for row, cells in zip(board.rows, body):
         sort_vals = [row, str(int(board.n.get(row, 0)))]
-        sort_vals += [str(_num(board.mean.at[row, c]) or "") for c in board.columns]
-        sort_vals.append(str(_num(board.params.get(row)) or ""))
+        sort_vals += [_sort_value(board.mean.at[row, c]) for c in board.columns]
+        sort_vals.append(_sort_value(board.params.get(row)))
         tds = "".join(
             f'<td data-v="{html.escape(v)}">{c if c.startswith("<b>") else html.escape(c)}</td>'
             for v, c in zip(sort_vals, cells)

@@ -130,10 +130,13 @@ def _reference_csv(path: Path) -> list[dict]:
     rows = []
     with open(path, newline="") as fh:
         for entry in csv.DictReader(fh):
+            entry = {k: (None if v == "" else v) for k, v in entry.items()}
             base = _ref_base(entry, path)
             for key in ("trainable", "total", "level", "shots"):
-                if base.get(key) not in (None, ""):
+                if base.get(key) is not None:
                     base[key] = int(float(base[key]))
+            if base.get("fid") is not None:
+                base["fid"] = float(base["fid"])
             rows.append({**base, "scope": entry["scope"], "metric": entry.get("metric") or
                          "recall@1", "value": float(entry["value"])})
     return rows

@@ -1,0 +1,215 @@
+"""Plots: each kind draws the expected artists, writes PNG/SVG, and refuses to draw nothing."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from matplotlib.collections import PolyCollection
+from matplotlib.container import BarContainer, ErrorbarContainer
+
+from tests.results.test_record import make_record
+from umlbench.errors import UserError
+from umlbench.results.plots import (
+    build_figure,
+    datasets_figure,
+    fewshot_figure,
+    metric_label,
+    params_figure,
+    plot_kind,
+    shift_figure,
+)
+from umlbench.results.record import RunRecord
+from umlbench.results.store import load_reference, records_frame
+
+SHIPPED_REFERENCE = Path(__file__).parents[2] / "results" / "reference"
+# display name -> (method id, trainable params, base Recall@1)
+METHODS = {"PUMA": ("puma", 24_576, 0.60), "Full FT": ("full-ft", 1_234_567, 0.55),
+           "Linear probe": ("linear", 8_320, 0.40)}
+SEEDS = (0, 1, 2)
+
+
+def _uml(suite: str = "mini") -> list[RunRecord]:
+    return [make_record(method=m, display=name, seed=s, r1=(base + s / 100, base - 0.05),
+                        universal=base - 0.02 + s / 100, trainable=tr, suite=suite,
+                        run_id=f"{m}-{suite}-s{s}")
+            for name, (m, tr, base) in METHODS.items() for s in SEEDS]
+
+
+def _oodml(datasets=("mini-cub",), levels=(1, 2, 3, 4)) -> list[RunRecord]:
+    return [make_record(method=m, display=name, seed=s, universal=base - 0.05 * lv + s / 100,
+                        trainable=tr, run_id=f"{m}-{d}-l{lv}-s{s}",
+                        protocol={"name": "oodml", "dataset": d, "level": lv, "fid": 30.0 * lv})
+            for name, (m, tr, base) in METHODS.items() for d in datasets for lv in levels
+            for s in SEEDS]
+
+
+def _fewshot(shots=(2, 5)) -> list[RunRecord]:
+    out = []
+    for name, (m, tr, base) in METHODS.items():
+        for k in shots:
+            for s in SEEDS:
+                rec = make_record(method=m, display=name, seed=s, trainable=tr,
+                                  run_id=f"{m}-k{k}-s{s}",
+                                  protocol={"name": "fewshot", "dataset": "mini-cub", "shots": k})
+                rec.metrics["extra"] = {"zero_shot@recall@1": base - 0.1,
+                                        "few_shot@recall@1": base - 0.1 + 0.02 * k}
+                out.append(rec)
+    return out
+
+
+# Test fixture with made-up numbers (not a published result), to exercise reported rows.
+REPORTED = pd.DataFrame([
+    {"run_id": "reported:fixture:paper", "method": "paper", "display_name": "Paper method",
+     "suite": "mini", "protocol": "uml", "seed": None, "status": "reported", "scope": scope,
+     "metric": "recall@1", "value": value, "trainable": 2_000_000, "total": None,
+     "source": "reported", "citation": "test fixture"}
+    for scope, value in [("mini-cub", 0.5), ("mini-cars", 0.45), ("universal", 0.44),
+                         ("harmonic_mean", 0.47)]])
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return pd.concat([records_frame(_uml() + _oodml() + _fewshot()), REPORTED],
+                     ignore_index=True)
+
+
+def _bars(ax) -> list[BarContainer]:
+    return [c for c in ax.containers if isinstance(c, BarContainer)]
+
+
+def _legend_texts(fig) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def test_metric_labels_have_units():
+    assert metric_label("recall@1") == "Recall@1 (%)"
+    assert metric_label("map@r") == "MAP@R (%)"
+    assert metric_label("r_precision") == "R-Precision (%)"
+
+
+def test_datasets_bars_per_method_and_group(frame):
+    fig = build_figure(frame, "datasets")
+    ax = fig.axes[0]
+    bars = _bars(ax)
+    assert len(bars) == 4  # 3 measured methods + 1 reported
+    assert sum(len(b) for b in bars) == 4 * 4  # groups: CUB, Cars, universal, HM
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["mini-CUB", "mini-Cars",
+                                                            "Universal", "HM"]
+    assert ax.get_ylabel() == "Recall@1 (%)"
+    assert "Paper method (reported)" in _legend_texts(fig)
+    puma = next(b for b in bars if b.get_label() == "PUMA")
+    assert puma[0].get_height() == pytest.approx(61.0)  # mean of 60, 61, 62 (percent)
+    assert puma.errorbar is not None  # seed std
+    assert all(fig.get_size_inches() >= (3.4, 2.0)) and fig.get_size_inches()[0] <= 3.6
+
+
+def test_datasets_method_filter(frame):
+    ax = datasets_figure(frame, methods=["puma", "Linear probe"]).axes[0]
+    assert sorted(b.get_label() for b in _bars(ax)) == ["Linear probe", "PUMA"]
+
+
+def test_params_log_axis_points_and_reference_lines(frame):
+    fig = params_figure(frame)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert ax.get_xlabel() == "Trainable parameters (log scale)"
+    assert ax.get_ylabel() == "Harmonic mean Recall@1 (%)"
+    points = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(points) == 4
+    hollow = [c for c in points if c.lines[0].get_markerfacecolor() == "none"]
+    assert [c.get_label() for c in hollow] == ["Paper method (reported)"]
+
+
+def test_params_reported_counts_are_lines_not_points():
+    # The shipped PUMA-paper rows have parameter counts only (no accuracy): they must be
+    # vertical reference lines, never points.
+    ref = load_reference(SHIPPED_REFERENCE, warn=pytest.fail)
+    df = pd.concat([records_frame(_uml(suite="uml")), ref], ignore_index=True)
+    fig = build_figure(df, "params")
+    ax = fig.axes[0]
+    assert len([c for c in ax.containers if isinstance(c, ErrorbarContainer)]) == 3
+    vlines = [line for line in ax.lines if list(line.get_xdata()) == [line.get_xdata()[0]] * 2]
+    assert sorted(line.get_xdata()[0] for line in vlines) == [2_485_376, 21_714_944,
+                                                             173_719_552]
+    labels = _legend_texts(fig)
+    assert any("(reported)" in t and "2.49M" in t for t in labels)
+    assert any("174M" in t for t in labels)
+    # A different suite's parameter scale is not mixed in.
+    mini = params_figure(pd.concat([records_frame(_uml()), ref], ignore_index=True))
+    assert not any("reported" in t for t in _legend_texts(mini))
+
+
+def test_params_without_accuracy_is_a_user_error():
+    ref = load_reference(SHIPPED_REFERENCE, warn=pytest.fail)
+    with pytest.raises(UserError, match="harmonic-mean"):
+        params_figure(ref)
+
+
+def test_shift_lines_per_method_and_dataset(frame):
+    fig = shift_figure(frame)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 3
+    assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == 3  # std bands
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks == ["L1\n30", "L2\n60", "L3\n90", "L4\n120"]  # FID shown for one dataset
+    assert "FID" in ax.get_xlabel() and ax.get_ylabel() == "Universal Recall@1 (%)"
+    two = records_frame(_oodml(datasets=("mini-cub", "mini-cars"), levels=(1, 2)))
+    ax2 = shift_figure(two).axes[0]
+    assert len(ax2.lines) == 6
+    assert [t.get_text() for t in ax2.get_xticklabels()] == ["L1", "L2"]
+    assert len(shift_figure(two, dataset="mini-cars").axes[0].lines) == 3
+
+
+def test_fewshot_lines_per_method(frame):
+    fig = fewshot_figure(frame)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 3
+    assert list(ax.lines[0].get_xdata()) == [0, 2, 5]  # zero-shot drawn at 0 shots
+    assert ax.get_ylabel() == "Recall@1 (%)" and "shots" in ax.get_xlabel()
+    puma = next(line for line in ax.lines if line.get_label() == "PUMA")
+    assert list(puma.get_ydata()) == pytest.approx([50.0, 54.0, 60.0])
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    return struct.unpack(">II", path.read_bytes()[16:24])
+
+
+def test_plot_kind_writes_png_and_svg(frame, tmp_path):
+    written = plot_kind(frame, "datasets", tmp_path / "figs" / "bars")
+    assert written == [tmp_path / "figs" / "bars.png", tmp_path / "figs" / "bars.svg"]
+    width, _ = _png_size(written[0])
+    assert width == pytest.approx(3.5 * 300, abs=2)  # single column at 300 dpi
+    svg = written[1].read_text()
+    assert svg.lstrip().startswith("<?xml") and "Recall@1 (%)" in svg  # text kept as text
+    assert plot_kind(frame, "shift", tmp_path / "shift.svg") == [tmp_path / "shift.svg"]
+    assert not (tmp_path / "shift.png").exists()
+
+
+@pytest.mark.parametrize("kind,match", [
+    ("datasets", "no UML records"),
+    ("params", "no harmonic-mean results"),
+    ("shift", "no ooDML records with metric recall@1.*--protocol oodml --level all"),
+    ("fewshot", "no few-shot records"),
+])
+def test_missing_data_is_a_user_error(kind, match, tmp_path):
+    only_other = records_frame({"datasets": _oodml, "params": _oodml, "shift": _fewshot,
+                                "fewshot": _oodml}[kind]())
+    with pytest.raises(UserError, match=match):
+        plot_kind(only_other, kind, tmp_path / "x")
+    assert not list(tmp_path.iterdir())  # never an empty figure
+
+
+def test_other_user_errors(frame, tmp_path):
+    with pytest.raises(UserError, match="unknown plot kind"):
+        plot_kind(frame, "pie", tmp_path / "x")
+    with pytest.raises(UserError, match=r"\.png or \.svg"):
+        plot_kind(frame, "datasets", tmp_path / "x.pdf")
+    with pytest.raises(UserError, match="metric nmi"):
+        build_figure(frame, "datasets", metric="nmi")
+    both = pd.concat([frame, records_frame(_uml(suite="uml"))], ignore_index=True)
+    with pytest.raises(UserError, match="several suites.*--suite"):
+        build_figure(both, "datasets")
+    assert len(_bars(build_figure(both, "datasets", suite="uml").axes[0])) == 3

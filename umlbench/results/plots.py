@@ -1,0 +1,398 @@
+"""Publication figures from the long results frame (see :mod:`umlbench.results.store`).
+
+Four kinds, each a pure ``<kind>_figure(df, ...) -> Figure`` that reads only the frame:
+
+- ``datasets``: grouped bars, one group per dataset plus universal and harmonic mean, one bar per
+  method (mean over seeds, sample-std error bars); UML protocol only.
+- ``params``: harmonic mean against trainable parameters on a log axis (the PUMA paper's
+  efficiency figure). Measured methods are filled markers with seed-std error bars, reported rows
+  with a value are hollow markers, and reported rows that carry only a parameter count are
+  dashed vertical reference lines (never points with a made-up accuracy).
+- ``shift``: universal metric against ooDML shift level (FID in the tick labels when one dataset
+  is shown), one line per method and dataset, mean ± std band over seeds.
+- ``fewshot``: metric against support shots per class, one line per method (zero-shot values
+  stored as ``zero_shot@<metric>`` are drawn at 0 shots).
+
+:func:`plot_kind` builds one of them and writes PNG (300 dpi) and/or SVG. Figures are sized for
+a single column (3.5 in) and built on the Agg canvas without pyplot, so nothing global changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from umlbench.data.registry import SUITES
+from umlbench.errors import UserError
+from umlbench.results.leaderboard import COLUMN_TITLES, REPORTED_MARK
+
+__all__ = ["KINDS", "build_figure", "datasets_figure", "fewshot_figure", "metric_label",
+           "params_figure", "plot_kind", "shift_figure"]
+
+WIDTH_IN = 3.5  # single-column width of two-column papers (CVPR/WACV, IEEE)
+_RC = {
+    "font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8, "legend.fontsize": 7,
+    "xtick.labelsize": 7, "ytick.labelsize": 7, "lines.linewidth": 1.2, "lines.markersize": 4,
+    "axes.linewidth": 0.6, "xtick.major.width": 0.6, "ytick.major.width": 0.6,
+    "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False,
+    "svg.fonttype": "none",  # keep text as text so captions stay editable and searchable
+    "svg.hashsalt": "umlbench",  # stable element ids: same data, same SVG bytes
+    "hatch.linewidth": 0.5,
+}
+_MARKERS, _LINESTYLES = "osD^vP*Xh<>p", ["-", "--", "-.", ":"]
+_DASHES = ["--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2))]
+_NAMES = {"recall": "Recall", "map": "MAP", "r_precision": "R-Precision",
+          "precision": "Precision", "nmi": "NMI", "f1": "F1"}
+
+
+def metric_label(metric: str) -> str:
+    """Axis label with unit: ``recall@1`` -> ``Recall@1 (%)``, ``map@r`` -> ``MAP@R (%)``."""
+    base, _, k = metric.partition("@")
+    name = _NAMES.get(base, base.replace("_", " ").title())
+    return f"{name}@{k.upper() if k.isalpha() else k} (%)" if k else f"{name} (%)"
+
+
+def _select(df: pd.DataFrame, protocols: tuple[str, ...], suite: str | None,
+            methods: list[str] | None) -> pd.DataFrame:
+    """Usable rows (completed or reported) of the given protocols, suite and methods."""
+    sel = df[df["protocol"].fillna("uml").isin(protocols)
+             & df["status"].isin(["completed", "reported"])]
+    if suite:
+        sel = sel[sel["suite"] == suite]
+    if methods:
+        sel = sel[sel["method"].isin(methods) | sel["display_name"].isin(methods)]
+    reported = sel["source"] == "reported"
+    return sel.assign(label=np.where(reported, sel["display_name"] + REPORTED_MARK,
+                                     sel["display_name"]),
+                      reported=reported, value=pd.to_numeric(sel["value"], errors="coerce"))
+
+
+def _one_suite(sel: pd.DataFrame, suite: str | None) -> None:
+    # Accuracies on different suites are not comparable; make the user choose.
+    suites = sorted(sel["suite"].dropna().unique())
+    if suite is None and len(suites) > 1:
+        raise UserError(f"results from several suites ({', '.join(suites)}); pass --suite")
+
+
+def _for(sel: pd.DataFrame, what: str, metric: str, suite: str | None, hint: str,
+         dataset: str | None = None) -> None:
+    if sel.empty:
+        where = (f" for suite {suite!r}" if suite else "") + (
+            f" on dataset {dataset!r}" if dataset else "")
+        raise UserError(f"no {what} with metric {metric}{where}; {hint}")
+
+
+def _stats(sel: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean, sample std (0 for one seed) and count over runs for each ``keys`` group."""
+    per_run = sel.groupby(keys + ["run_id"], dropna=False)["value"].mean() * 100
+    out = per_run.groupby(level=keys, dropna=False).agg(["mean", "std", "count"])
+    return out.assign(std=out["std"].fillna(0.0)).reset_index()
+
+
+def _styles(labels: list[str]) -> dict[str, tuple[str, str]]:
+    """Colour and marker per label, in label order, so a method looks the same everywhere."""
+    colors = matplotlib.colormaps["tab10"].colors
+    return {lab: (colors[i % len(colors)], _MARKERS[i % len(_MARKERS)])
+            for i, lab in enumerate(labels)}
+
+
+def _new_figure(height: float) -> tuple[Figure, object]:
+    fig = Figure(figsize=(WIDTH_IN, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def _ncols(labels: list[str]) -> int:
+    # Two columns fit the 3.5 in width only while the labels are short.
+    return 2 if len(labels) > 1 and max(map(len, labels)) <= 24 else 1
+
+
+def _legend(fig: Figure, ax, order: list[str] | None = None) -> None:
+    # Above the axes, outside the data area, so it never hides a bar or a point.
+    handles, labels = ax.get_legend_handles_labels()
+    if order is not None:
+        pos = {lab: i for i, lab in enumerate(labels)}
+        handles, labels = [handles[pos[lab]] for lab in order], order
+    if handles:
+        fig.legend(handles, labels, loc="outside upper center", ncols=_ncols(labels),
+                   handlelength=1.8, columnspacing=1.0)
+
+
+def _legend_height(labels: list[str]) -> float:
+    return 0.16 * -(-len(labels) // _ncols(labels))
+
+
+def _scope_order(scopes: list[str]) -> list[str]:
+    known = [d for datasets in SUITES.values() for d in datasets if d in scopes]
+    rest = sorted(set(scopes) - set(known) - {"universal", "harmonic_mean"})
+    return known + rest + [s for s in ("universal", "harmonic_mean") if s in scopes]
+
+
+def _scope_title(scope: str) -> str:
+    base = scope.removeprefix("mini-")
+    return scope[: len(scope) - len(base)] + COLUMN_TITLES.get(base, base)  # keeps "mini-"
+
+
+def datasets_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None = None,
+                    methods: list[str] | None = None) -> Figure:
+    """Grouped bars: one group per dataset, then universal and harmonic mean; one bar per method.
+
+    Raises:
+        UserError: no completed UML rows with ``metric`` (after the filters).
+    """
+    sel = _select(df, ("uml",), suite, methods)
+    # The arithmetic mean is left out: the figure shows datasets, universal and HM only.
+    sel = sel[(sel["metric"] == metric) & sel["value"].notna()
+              & ~sel["scope"].isin(["extra", "arithmetic_mean"]) & sel["scope"].notna()]
+    _for(sel, "UML records", metric, suite,
+         "run `umlbench run` first or change --metric/--suite/--method")
+    _one_suite(sel, suite)
+    stats = _stats(sel, ["label", "scope"])
+    groups = _scope_order(list(stats["scope"].unique()))
+    labels = sorted(stats["label"].unique())
+    styles = _styles(labels)
+    reported = set(sel.loc[sel["reported"], "label"])
+    fig, ax = _new_figure(2.3 + _legend_height(labels))
+    width = 0.8 / len(labels)
+    x = np.arange(len(groups))
+    for i, lab in enumerate(labels):
+        s = stats[stats["label"] == lab].set_index("scope").reindex(groups)
+        is_rep = lab in reported
+        ax.bar(x - 0.4 + (i + 0.5) * width, s["mean"], width, label=lab,
+               yerr=None if is_rep else s["std"].fillna(0.0), color=styles[lab][0],
+               hatch="////" if is_rep else None, edgecolor="white" if is_rep else None,
+               linewidth=0, error_kw={"elinewidth": 0.6, "capsize": 1.2, "capthick": 0.6})
+    n_data = sum(g not in ("universal", "harmonic_mean") for g in groups)
+    if 0 < n_data < len(groups):  # separate the per-dataset bars from the summaries
+        ax.axvline(n_data - 0.5, color="0.6", lw=0.6, ls=":")
+    ax.set_xticks(x, [_scope_title(g) for g in groups], rotation=40, ha="right",
+                  rotation_mode="anchor")
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel(metric_label(metric))
+    ax.yaxis.grid(True, lw=0.4, color="0.88")
+    ax.set_axisbelow(True)
+    _legend(fig, ax)
+    return fig
+
+
+def _count(v: float, _pos: object = None) -> str:
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if v >= scale:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def params_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None = None,
+                  methods: list[str] | None = None) -> Figure:
+    """Harmonic mean of ``metric`` against trainable parameters (log x), one point per method.
+
+    Raises:
+        UserError: no row has both a harmonic-mean value and a trainable-parameter count.
+    """
+    sel = _select(df, ("uml",), suite, methods)
+    sel = sel[pd.to_numeric(sel["trainable"], errors="coerce") > 0].astype({"trainable": float})
+    points = sel[(sel["metric"] == metric) & (sel["scope"] == "harmonic_mean")
+                 & sel["value"].notna()]
+    _for(points, "harmonic-mean results (with a trainable-parameter count)", metric, suite,
+         "run `umlbench run` first or change --metric/--suite/--method")
+    _one_suite(points, suite)
+    # Reported rows without any accuracy carry a parameter count only: reference lines, taken
+    # from the points' suite so that parameter scales of different backbones are not mixed.
+    has_value = set(sel.loc[sel["value"].notna(), "label"])
+    lines = (sel[sel["reported"] & ~sel["label"].isin(has_value)
+                 & sel["suite"].isin(set(points["suite"]))]
+             .groupby("label")["trainable"].first().sort_values())
+    stats = _stats(points, ["label"])
+    stats["trainable"] = points.groupby("label")["trainable"].median().reindex(
+        stats["label"]).to_numpy()
+    stats = stats.sort_values("trainable")
+    reported = set(points.loc[points["reported"], "label"])
+    labels = list(stats["label"])
+    styles = _styles(sorted(labels))
+    line_labels = [f"{lab}: {_count(x)}" for lab, x in lines.items()]
+    fig, ax = _new_figure(2.4 + _legend_height(labels + line_labels))
+    ax.set_xscale("log")
+    for row in stats.itertuples():
+        color, marker = styles[row.label]
+        rep = row.label in reported
+        ax.errorbar([row.trainable], [row.mean], yerr=None if rep else [row.std], ls="none",
+                    marker=marker, ms=5, color=color, mfc="none" if rep else color, mew=1.0,
+                    elinewidth=0.7, capsize=1.5, label=row.label)
+    for i, (lab, x) in enumerate(zip(line_labels, lines)):
+        ax.axvline(x, color="0.45", lw=0.8, ls=_DASHES[i % len(_DASHES)], zorder=0, label=lab)
+    xs = np.concatenate([stats["trainable"].to_numpy(float), lines.to_numpy(float)])
+    ax.set_xlim(xs.min() / 2.5, xs.max() * 2.5)
+    ax.xaxis.set_major_formatter(FuncFormatter(_count))
+    ax.set_xlabel("Trainable parameters (log scale)")
+    ax.set_ylabel("Harmonic mean " + metric_label(metric))
+    ax.grid(True, which="major", lw=0.4, color="0.88")
+    ax.set_axisbelow(True)
+    _legend(fig, ax, labels + line_labels)
+    return fig
+
+
+def _variant(sel: pd.DataFrame, parts: list[str]) -> pd.Series:
+    """Suffix such as " / CUB" naming each of ``parts`` that takes more than one value, so
+    that each (method, variant) gets its own line."""
+    def name(col: str, v: object) -> str:
+        if pd.isna(v):
+            return "?"
+        return f"L{int(v)}" if col == "level" else _scope_title(str(v))
+
+    out = pd.Series("", index=sel.index)
+    for col in parts:
+        if sel[col].nunique(dropna=True) > 1:
+            out = out + " / " + sel[col].map(lambda v, c=col: name(c, v))
+    return out
+
+
+def _draw_lines(fig: Figure, ax, stats: pd.DataFrame, xcol: str) -> None:
+    """One line per (label, variant): colour and marker by method, dash by variant."""
+    styles = _styles(sorted(stats["label"].unique()))
+    variants = sorted(stats["variant"].unique())
+    for (label, variant), s in stats.groupby(["label", "variant"], sort=True):
+        s = s.sort_values(xcol)
+        color, marker = styles[label]
+        x, m, sd = s[xcol].to_numpy(float), s["mean"].to_numpy(), s["std"].to_numpy()
+        ls = _LINESTYLES[variants.index(variant) % len(_LINESTYLES)]
+        ax.plot(x, m, color=color, marker=marker, ls=ls, label=label + variant)
+        if (sd > 0).any():
+            ax.fill_between(x, m - sd, m + sd, color=color, alpha=0.18, lw=0)
+    ax.grid(True, lw=0.4, color="0.88")
+    _legend(fig, ax)
+
+
+def _lines_figure(stats: pd.DataFrame) -> tuple[Figure, object]:
+    keys = sorted(set(stats["label"] + stats["variant"]))
+    return _new_figure(2.3 + _legend_height(keys))
+
+
+def shift_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None = None,
+                 dataset: str | None = None, methods: list[str] | None = None) -> Figure:
+    """Universal ``metric`` against ooDML level, one line per method (and dataset).
+
+    Raises:
+        UserError: no completed ooDML rows with a level and ``metric``.
+    """
+    sel = _select(df, ("oodml",), suite, methods)
+    sel = sel[(sel["metric"] == metric) & (sel["scope"] == "universal") & sel["value"].notna()
+              & pd.to_numeric(sel["level"], errors="coerce").notna()]
+    if dataset:
+        sel = sel[sel["dataset"] == dataset]
+    _for(sel, "ooDML records", metric, suite,
+         "run `umlbench run --protocol oodml --level all` first", dataset)
+    sel = sel.assign(level=pd.to_numeric(sel["level"]).astype(int),
+                     fid=pd.to_numeric(sel["fid"], errors="coerce"))
+    stats = _stats(sel.assign(variant=_variant(sel, ["dataset"])), ["label", "variant", "level"])
+    fig, ax = _lines_figure(stats)
+    levels = sorted(stats["level"].unique())
+    ticks = [f"L{lv}" for lv in levels]
+    fids = sel.groupby("level")["fid"].mean()
+    if sel["dataset"].nunique(dropna=False) == 1 and fids.notna().all():
+        # FID is per dataset and level, so it can label the ticks only for a single dataset.
+        ticks = [f"L{lv}\n{fids[lv]:.0f}" for lv in levels]
+        ax.set_xlabel("ooDML shift level / train-test FID")
+    else:
+        ax.set_xlabel("ooDML shift level (1 = smallest train-test FID)")
+    ax.set_xticks(levels, ticks)
+    ax.set_ylabel("Universal " + metric_label(metric))
+    _draw_lines(fig, ax, stats, "level")
+    return fig
+
+
+def _fewshot_points(sel: pd.DataFrame, metric: str, dataset: str | None) -> pd.DataFrame:
+    """(run, shots, value) rows: ``few_shot@``/``zero_shot@`` extras when a run has them,
+    otherwise the run's main value (the dataset's scope if given, else universal, else HM)."""
+    extra = sel[sel["scope"] == "extra"]
+    few = extra[extra["metric"] == f"few_shot@{metric}"]
+    zero = extra[extra["metric"] == f"zero_shot@{metric}"].assign(shots=0)
+    main = sel[(sel["metric"] == metric) & sel["protocol"].isin(["fewshot", "fewshot-train"])
+               & ~sel["run_id"].isin(set(few["run_id"]))]
+    for scope in ([dataset] if dataset else []) + ["universal", "harmonic_mean"]:
+        if (main["scope"] == scope).any():
+            main = main[main["scope"] == scope]
+            break
+    else:
+        main = main.iloc[0:0]
+    out = pd.concat([few, zero, main])
+    out = out.assign(shots=pd.to_numeric(out["shots"], errors="coerce"))
+    return out[out["shots"].notna() & out["value"].notna()]
+
+
+def fewshot_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None = None,
+                   dataset: str | None = None, methods: list[str] | None = None) -> Figure:
+    """``metric`` against support images per class, one line per method (and dataset/level).
+
+    Raises:
+        UserError: no few-shot rows with ``metric``.
+    """
+    sel = _select(df, ("fewshot", "fewshot-train", "uml", "oodml"), suite, methods)
+    if dataset:
+        sel = sel[(sel["dataset"] == dataset) | (sel["scope"] == dataset)]
+    pts = _fewshot_points(sel, metric, dataset)
+    _for(pts, "few-shot records", metric, suite,
+         "run `umlbench run --protocol fewshot --shots K` first", dataset)
+    stats = _stats(pts.assign(variant=_variant(pts, ["dataset", "level"])),
+                   ["label", "variant", "shots"])
+    fig, ax = _lines_figure(stats)
+    shots = sorted(stats["shots"].unique())
+    ax.set_xticks(shots, [f"{s:g}" for s in shots])
+    ax.set_xlabel("Support images per class (shots; 0 = zero-shot)")
+    ax.set_ylabel(metric_label(metric))
+    _draw_lines(fig, ax, stats, "shots")
+    return fig
+
+
+KINDS: dict[str, Callable[..., Figure]] = {"datasets": datasets_figure, "params": params_figure,
+                                           "shift": shift_figure, "fewshot": fewshot_figure}
+
+
+def _targets(out: Path) -> list[Path]:
+    suffix = out.suffix.lower()
+    if suffix in (".png", ".svg"):
+        return [out]
+    if suffix:
+        raise UserError(f"cannot write {out.name}: use a .png or .svg suffix, or none for both")
+    return [out.with_name(out.name + ".png"), out.with_name(out.name + ".svg")]
+
+
+def build_figure(df: pd.DataFrame, kind: str, *, metric: str = "recall@1",
+                 suite: str | None = None, dataset: str | None = None,
+                 methods: list[str] | None = None) -> Figure:
+    """The Figure for ``kind`` (see :data:`KINDS`), built with the publication style."""
+    if kind not in KINDS:
+        raise UserError(f"unknown plot kind {kind!r}; known: {', '.join(KINDS)}")
+    kwargs = {"suite": suite, "methods": methods} | (
+        {"dataset": dataset} if kind in ("shift", "fewshot") else {})
+    with matplotlib.rc_context(_RC):
+        return KINDS[kind](df, metric, **kwargs)
+
+
+def plot_kind(df: pd.DataFrame, kind: str, out: Path, *, metric: str = "recall@1",
+              suite: str | None = None, dataset: str | None = None,
+              methods: list[str] | None = None) -> list[Path]:
+    """Draw ``kind`` from ``df`` and write it to ``out``; returns the written paths.
+
+    ``out`` with suffix ``.png`` (300 dpi) or ``.svg`` writes that file; without a suffix both
+    ``out.png`` and ``out.svg`` are written.
+
+    Raises:
+        UserError: unknown kind, unsupported suffix, or no rows for the kind.
+    """
+    out = Path(out)
+    targets = _targets(out)
+    fig = build_figure(df, kind, metric=metric, suite=suite, dataset=dataset, methods=methods)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with matplotlib.rc_context(_RC):
+        for path in targets:
+            meta = {"Date": None} if path.suffix.lower() == ".svg" else {}
+            fig.savefig(path, dpi=300, metadata=meta)
+    return targets
