@@ -45,11 +45,13 @@ class EmbeddingNet(nn.Module):
             self.backbone.eval()  # frozen parts stay in eval mode (norms, dropout)
         return self
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> the backbone's pooled feature (B, F), before the head."""
         if self.frozen:
             with torch.no_grad():
-                feats = self.backbone(images)
-        else:
-            feats = self.backbone(images)
-        emb = self.head(feats)
+                return self.backbone(images)
+        return self.backbone(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        emb = self.head(self.features(images))
         return self.to_ball(emb) if self.to_ball is not None else F.normalize(emb, dim=-1)

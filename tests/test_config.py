@@ -52,3 +52,10 @@ def test_per_loss_defaults_apply_to_finetune():
     assert (cfg.train.sampler, cfg.train.ipc) == ("unique", 4)
     cfg = build_config("finetune", "mini", overrides=["loss.name=arcface"])
     assert cfg.train.sampler == "uniform"
+
+
+def test_yaml_exponent_without_dot_is_a_float():
+    cfg = build_config("puma", "mini", overrides=["train.lr=1e-4", "train.weight_decay=2"])
+    assert cfg.train.lr == 1e-4 and cfg.train.weight_decay == 2.0
+    with pytest.raises(UserError, match="train.lr must be a number"):
+        build_config("puma", "mini", overrides=["train.lr=fast"])

@@ -81,6 +81,47 @@ def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, 
             cache=not no_cache, force=force, on_done=done)
 
 
+@cli.command("prepare-splits")
+@click.option("--protocol", type=click.Choice(["oodml"]), default="oodml", show_default=True)
+@click.option("--dataset", "datasets", multiple=True, help="Datasets (default: the suite's).")
+@click.option("--suite", default="mini", show_default=True)
+@click.option("--levels", type=int, default=8, show_default=True,
+              help="Number of shift levels to keep (strictly increasing FID).")
+@click.option("--backbone", default=None,
+              help="Feature backbone for the FID (default: resnet50.tv_in1k; mini: its ViT).")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="Local weights for --backbone (machines without a model hub).")
+@click.option("--import", "import_file", type=click.Path(dir_okay=False), default=None,
+              help="Import a published ooDML split pickle instead of building splits.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+def prepare_splits(protocol, datasets, suite, levels, backbone, weights, import_file, seed,
+                   device, data_root):
+    """Build ooDML shift splits (or import the published ones) and write split files."""
+    from umlbench.data.registry import suite_datasets
+    from umlbench.protocols.oodml import load_splits, prepare_splits as build_splits
+
+    root = paths.data_root(data_root)
+    names = list(datasets) or list(suite_datasets(suite))
+    if import_file:
+        from umlbench.protocols.oodml_import import import_reference_splits
+
+        if len(names) != 1:
+            raise UserError("--import applies to one dataset; add --dataset NAME")
+        written = [import_reference_splits(Path(import_file), root, names[0])]
+    else:
+        written = []
+        for name in names:
+            console.print(f"{name}: extracting features and building splits ...")
+            written.append(build_splits(root, name, levels=levels, backbone=backbone,
+                                        weights=weights, seed=seed, device=device))
+    for path in written:
+        data = load_splits(root, path.stem)
+        fids = ", ".join(f"L{lv['level']} {lv['fid']:.2f}" for lv in data["levels"])
+        console.print(f"  {path}: {fids}")
+
+
 @cli.command("list")
 @click.argument("kind", required=False, default="all",
                 type=click.Choice(["all", "datasets", "suites", "methods", "protocols",
@@ -95,7 +136,7 @@ def list_(kind):
     kinds = {
         "suites": {s: ", ".join(v) for s, v in SUITES.items()},
         "datasets": {n: DATASETS.get(n).title for n in DATASETS.names()},
-        "methods": {n: (METHODS.get(n).__doc__ or "").strip().splitlines()[0]
+        "methods": {n: ((METHODS.get(n).__doc__ or "").strip().splitlines() or [""])[0]
                     for n in METHODS.names()},
         "protocols": {p: "" for p in PROTOCOLS},
         "losses": {n: "" for n in LOSSES.names()},
@@ -121,7 +162,7 @@ def info(data_root, suite):
     table = Table(title=f"datasets under {root}")
     for col in ("dataset", "suite", "ready", "train img/cls", "test (or query|gallery) img/cls",
                 "disk", "source"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("dataset", "ready", "train img/cls"))
     for row in dataset_status(root, suite):
         table.add_row(*row)
     out.print(table)
@@ -178,11 +219,11 @@ def run(method, suite, seed, config_file, overrides, loss, setting, protocol, da
         lv_sets = sets + ([f"protocol.level={lv}"] if lv is not None else [])
         cfg = build_config(method, suite, config_file, lv_sets, seed=seed, device=device,
                            data_root=data_root)
-        record, path = run_one(cfg, results_dir=Path(results_dir) if results_dir else None,
-                               work_dir=Path(work_dir) if work_dir else None, resume=resume,
-                               console=console)
-        if path is not None:
-            _print_record(record, path)
+        for record, path in run_one(cfg, results_dir=Path(results_dir) if results_dir else None,
+                                    work_dir=Path(work_dir) if work_dir else None,
+                                    resume=resume, console=console):
+            if path is not None:
+                _print_record(record, path)
 
 
 def _levels(level, suite, dataset, data_root, protocol):
@@ -233,6 +274,54 @@ def _print_record(record, path: Path) -> None:
     out.print(table)
     out.print(f"trainable params {record.params['trainable']:,}; "
               f"{record.timings['total_s']:.1f}s; record: {path}")
+
+
+@cli.command()
+@click.option("--methods", required=True,
+              help="Comma-separated entries: name or name:key=value:... "
+              "(e.g. puma,finetune:loss.name=arcface).")
+@click.option("--seeds", default="0,1,2", show_default=True)
+@click.option("--suite", default="mini", show_default=True)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Overrides applied to every job.")
+@click.option("--executor", type=click.Choice(["local", "slurm", "submitit-local"]),
+              default="local", show_default=True)
+@click.option("--slurm", "slurm_opts", multiple=True, metavar="KEY=VALUE",
+              help="submitit/SLURM parameters, e.g. --slurm partition=gpu --slurm gpus_per_node=1")
+@click.option("--folder", type=click.Path(file_okay=False), default="sweeps", show_default=True,
+              help="submitit logs.")
+@click.option("--wait", is_flag=True, help="With submitit: wait for the jobs and report.")
+@click.option("--rerun", is_flag=True, help="Run jobs that already have a completed record.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--results-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None)
+def sweep(methods, seeds, suite, config_file, overrides, executor, slurm_opts, folder, wait,
+          rerun, data_root, results_dir, work_dir):
+    """Run a grid of methods x seeds, locally or on SLURM via submitit."""
+    import yaml
+
+    from umlbench.sweep import parse_grid, sweep as run_sweep
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    jobs = parse_grid([m.strip() for m in methods.split(",") if m.strip()], seed_list,
+                      list(overrides), suite=suite, config_file=config_file,
+                      data_root=data_root, results_dir=results_dir, work_dir=work_dir)
+    slurm = {}
+    for item in slurm_opts:
+        key, _, value = item.partition("=")
+        slurm[key] = yaml.safe_load(value)
+    out = run_sweep(jobs, executor, Path(folder), slurm, skip_done=not rerun,
+                    echo=console.print)
+    if executor != "local":
+        if wait:
+            for job in out:
+                console.print(f"{job.job_id}: {job.result()}")
+        return
+    console.print(f"{len(out)} records written")
 
 
 @cli.command()

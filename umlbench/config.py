@@ -108,7 +108,8 @@ class ProtocolConfig:
     dataset: str | None = None  # oodml/fewshot: the dataset whose splits are used
     level: int | None = None  # oodml/fewshot: split level (1 = easiest)
     shots: int | None = None  # fewshot: support images per class; fewshot-train: K per class
-    episodes: int = 10  # fewshot: episodes per shot count
+    episodes: int = 10  # fewshot: episodes per shot count (at most the split file's)
+    finetune_iterations: int = 0  # fewshot: adaptation steps; 0 = ooDML's (1000 / 1500)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,8 +156,16 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         return dict(value)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        # PyYAML reads "1e-4" (no dot) as a string; accept any number spelled as text.
+        try:
+            return float(value)
+        except ValueError:
+            raise UserError(f"{source}: {key} must be a number, got {value!r}") from None
     if tp is int and isinstance(value, bool):
         raise UserError(f"{source}: {key} must be an integer, got {value!r}")
+    if tp is float and not isinstance(value, float):
+        raise UserError(f"{source}: {key} must be a number, got {value!r}")
     if tp in (int, str, bool) and not isinstance(value, tp):
         if tp is str and isinstance(value, (int, float)):
             return str(value)

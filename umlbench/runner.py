@@ -59,10 +59,20 @@ def build_config(
         layers.append((str(mfile), load_yaml(mfile)))
     user = [(str(config_file), load_yaml(config_file))] if config_file else []
     user.append(("--set", parse_overrides(overrides)))
-    # Per-loss defaults of the method (e.g. the sampler a loss was run with officially).
-    loss_name = None
+    # Per-loss defaults of the method (e.g. the sampler a loss was run with officially) and
+    # what the protocol implies (e.g. few-shot training epochs), below the user's own layers.
+    loss_name = protocol = shots = None
     for _, layer in layers + user:
         loss_name = (layer.get("loss") or {}).get("name", loss_name)
+        protocol = (layer.get("protocol") or {}).get("name", protocol)
+        shots = (layer.get("protocol") or {}).get("shots", shots)
+    if protocol:
+        from umlbench.protocols.fewshot import derived_defaults
+
+        pfile = Path(inspect.getfile(cls)).parent / "configs" / "protocol" / f"{protocol}.yaml"
+        if pfile.exists():
+            layers.append((str(pfile), load_yaml(pfile)))
+        layers.append((f"protocol {protocol}", derived_defaults(protocol, shots)))
     if loss_name:
         lfile = Path(inspect.getfile(cls)).parent / "configs" / "loss" / f"{loss_name}.yaml"
         if lfile.exists():
@@ -113,8 +123,9 @@ def run(
     resume: bool = False,
     console: Console | None = None,
     data: ProtocolData | None = None,
-) -> tuple[RunRecord, Path | None]:
-    """Train and evaluate one configuration; write and return its record (main process)."""
+) -> list[tuple[RunRecord, Path | None]]:
+    """Train and evaluate one configuration; write and return its records (one per outcome;
+    paths are None on non-main processes)."""
     console = console or Console(stderr=True)
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -137,49 +148,73 @@ def run(
     work = (work_dir or paths.default_work_dir()) / f"{prefix}-{config_hash(cfg)}"
     trainer = Trainer(cfg, device, work, dist, console, resume=resume)
     status, error = "completed", None
-    metrics: dict = {"per_dataset": {}, "universal": {}, "summary": {}}
-    harmonic = None
+    outcomes = [{"protocol": dict(data.info), "metrics": {"per_dataset": {}, "universal": {},
+                                                         "summary": {}}, "harmonic": None}]
     try:
         model = method.train(model, criterion, data, trainer) if cls.trains else model
         if dist.is_main:
-            result = method.evaluate(model, data, data.test, trainer)
-            metrics = {"per_dataset": result.per_dataset, "universal": result.universal,
-                       "summary": result.summary}
-            harmonic = result.harmonic_mean
+            outcomes = evaluate_protocol(method, model, data, trainer, root)
     except TrainingFailed as exc:
         status, error = "failed", str(exc)
     except KeyboardInterrupt:
         status, error = "interrupted", f"interrupted; resume with --resume (checkpoint in {work})"
     barrier()
-    path = None
-    record = RunRecord(
-        run_id=new_run_id(prefix),
-        method=cfg.method,
-        display_name=display,
-        suite=cfg.suite,
-        seed=cfg.seed,
-        status=status,
-        protocol=dict(data.info),
-        config=to_dict(cfg),
-        backbone=cfg.backbone.name,
-        params=params,
-        metrics=metrics,
-        harmonic_mean=harmonic,
-        timings={"train_s": round(trainer.train_seconds, 2),
-                 "eval_s": round(trainer.eval_seconds, 2),
-                 "total_s": round(time.perf_counter() - t_start, 2)},
-        hardware=hardware(device, dist.world_size),
-        packages=package_versions(),
-        git_commit=git_commit(),
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        history=trainer.state.history,
-        error=error,
-    )
-    if dist.is_main:
-        out_dir = (results_dir or paths.default_results_dir()) / cfg.suite
-        path = write_record(record, out_dir)
+    written: list[tuple[RunRecord, Path | None]] = []
+    for outcome in outcomes:
+        info = outcome["protocol"]
+        record = RunRecord(
+            run_id=new_run_id(run_prefix(display, cfg, info)),
+            method=cfg.method,
+            display_name=display,
+            suite=cfg.suite,
+            seed=cfg.seed,
+            status=status,
+            protocol=info,
+            config=to_dict(cfg),
+            backbone=cfg.backbone.name,
+            params=params,
+            metrics=outcome["metrics"],
+            harmonic_mean=outcome["harmonic"],
+            timings={"train_s": round(trainer.train_seconds, 2),
+                     "eval_s": round(trainer.eval_seconds, 2),
+                     "total_s": round(time.perf_counter() - t_start, 2)},
+            hardware=hardware(device, dist.world_size),
+            packages=package_versions(),
+            git_commit=git_commit(),
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            history=trainer.state.history,
+            error=error,
+        )
+        path = None
+        if dist.is_main:
+            path = write_record(record, (results_dir or paths.default_results_dir()) / cfg.suite)
+        written.append((record, path))
     if status == "failed":
-        raise TrainingFailed(f"{error} (record: {path})")
+        raise TrainingFailed(f"{error} (record: {written[0][1]})")
     if status == "interrupted":
         raise KeyboardInterrupt(error)
-    return record, path
+    return written
+
+
+def evaluate_protocol(method: Method, model, data: ProtocolData, trainer: Trainer,
+                      root: Path) -> list[dict]:
+    """Final scores: one outcome for uml/oodml, one per shot count for few-shot episodes."""
+    if data.name == "fewshot":
+        from umlbench.protocols.fewshot import run_episodes
+
+        out = []
+        for res in run_episodes(method, model, data, trainer, root):
+            ds = data.info["dataset"]
+            out.append({
+                "protocol": {**data.info, "shots": res["shots"], "episodes": res["episodes"],
+                             "iterations": res["iterations"]},
+                "metrics": {"per_dataset": {ds: res["universal"]}, "universal": res["universal"],
+                            "summary": {}, "extra": res["extra"]},
+                "harmonic": None,
+            })
+        return out
+    result = method.evaluate(model, data, data.test, trainer)
+    return [{"protocol": dict(data.info),
+             "metrics": {"per_dataset": result.per_dataset, "universal": result.universal,
+                         "summary": result.summary},
+             "harmonic": result.harmonic_mean}]

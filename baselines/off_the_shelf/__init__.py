@@ -12,6 +12,8 @@ __all__ = ["OffTheShelf"]
 
 @METHODS.register("off-the-shelf")
 class OffTheShelf(Method):
+    """Off-the-shelf: the frozen pre-trained backbone's pooled feature, no training."""
+
     name = "off-the-shelf"
     trains = False
 

@@ -48,7 +48,7 @@ class AdaptFormer(_PeftMethod):
     @dataclass(frozen=True, kw_only=True)
     class Config:
         embedding_dim: int = 128
-        adapter_dim: int = 128
+        adapter_dim: int = 0  # 0 = embed_dim // 3, as PUMA's adapters
         adapter_scale: float = 0.1
 
 

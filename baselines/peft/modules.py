@@ -63,7 +63,7 @@ class PeftViT(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, kind: str, embedding_dim: int = 128,
-                 prompt_length: int = 8, deep: bool = True, adapter_dim: int = 128,
+                 prompt_length: int = 8, deep: bool = True, adapter_dim: int = 0,
                  adapter_scale: float = 0.1, rank: int = 8, alpha: float = 8.0) -> None:
         super().__init__()
         self.backbone = freeze(check_vit(backbone))
@@ -77,6 +77,7 @@ class PeftViT(nn.Module):
             bound = math.sqrt(6.0 / float(3 * reduce(mul, patch, 1) + dim))
             self.prompts = nn.Parameter(torch.empty(n, prompt_length, dim).uniform_(-bound, bound))
         elif kind == "adaptformer":
+            adapter_dim = adapter_dim or dim // 3
             self.adapters = nn.ModuleList(BiasAdapter(dim, adapter_dim, adapter_scale)
                                           for _ in range(depth))
         elif kind == "lora":
@@ -97,6 +98,10 @@ class PeftViT(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.features(images)), dim=-1)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> [CLS] feature after the final norm (B, D), before the head."""
         vit = self.backbone
         patches = embed_patches(vit, images)
         b = patches.shape[0]
@@ -106,11 +111,9 @@ class PeftViT(nn.Module):
             deep = None
             if len(self.prompts) > 1:
                 deep = [None] + [p.expand(b, -1, -1) for p in self.prompts[1:]]
-            feats = run_blocks(vit, x, deep_prompts=deep, num_prompts=self.prompts.shape[1])
-        else:
-            x = assemble_tokens(vit, patches)
-            feats = run_blocks(vit, x, mlp_adapters=self.adapters)
-        return F.normalize(self.head(feats), dim=-1)
+            return run_blocks(vit, x, deep_prompts=deep, num_prompts=self.prompts.shape[1])
+        x = assemble_tokens(vit, patches)
+        return run_blocks(vit, x, mlp_adapters=self.adapters)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = {"head": list(self.head.parameters())}

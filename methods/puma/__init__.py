@@ -22,7 +22,7 @@ class Puma(Method):
     @dataclass(frozen=True, kw_only=True)
     class Config:
         embedding_dim: int = 128
-        adapter_dim: int = 128
+        adapter_dim: int = 0  # bottleneck; 0 = embed_dim // 3 (128 for ViT-S, as the paper)
         adapter_scale: float = 0.1
         adapter_drop: float = 0.5  # per-sample DropPath of each adapter (the "stochastic" part)
         use_adapters: bool = True

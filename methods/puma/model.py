@@ -21,7 +21,7 @@ class PumaModel(nn.Module):
     conditional prompt of ``prompt_length`` tokens is inserted once, before the first block.
     """
 
-    def __init__(self, backbone: nn.Module, *, embedding_dim: int = 128, adapter_dim: int = 128,
+    def __init__(self, backbone: nn.Module, *, embedding_dim: int = 128, adapter_dim: int = 0,
                  adapter_scale: float = 0.1, adapter_drop: float = 0.5,
                  use_adapters: bool = True, use_prompts: bool = True, pool_size: int = 20,
                  prompt_length: int = 8, prompt_lambda: float = 1.0,
@@ -29,6 +29,7 @@ class PumaModel(nn.Module):
         super().__init__()
         self.backbone = freeze(check_vit(backbone))
         dim, depth = backbone.embed_dim, len(backbone.blocks)
+        adapter_dim = adapter_dim or dim // 3  # 384 -> 128 on ViT-S/16 (official setting)
         self.adapters = None
         if use_adapters:
             self.adapters = nn.ModuleList(

@@ -103,7 +103,8 @@ class ImageTable(Dataset):
 
     def __getitem__(self, key):
         i, seed = key if isinstance(key, tuple) else (key, None)
-        img = torch.from_numpy(np.ascontiguousarray(self.image(i))).permute(2, 0, 1)
+        # A copy: cache images are read-only memmap views.
+        img = torch.from_numpy(np.array(self.image(i))).permute(2, 0, 1)
         if seed is None:
             out = self.transform(img)
         else:

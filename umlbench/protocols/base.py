@@ -62,7 +62,7 @@ def eval_rows(source: int, prepared: Prepared, labels: set | None = None,
     split = m[C.SPLIT].to_numpy()
     mask = np.isin(split, list(leave_one_out_splits) + [C.QUERY, C.GALLERY])
     if labels is not None:
-        mask &= m[C.LABEL].isin(labels).to_numpy()
+        mask = mask & m[C.LABEL].isin(labels).to_numpy()
     df = rows_for(source, prepared, mask)
     s = split[df["row"].to_numpy()]
     loo = np.isin(s, list(leave_one_out_splits))

@@ -65,14 +65,14 @@ def build(cfg: RunConfig, root: Path) -> ProtocolData:
         m = prep.manifest
         is_train = (m[C.SPLIT] == C.TRAIN).to_numpy()
         if cfg.train.select == "val":
-            classes = np.unique(m.loc[is_train, C.LABEL])
+            classes = np.unique(m.loc[is_train, C.LABEL].to_numpy())
             n_val = max(2, int(round(len(classes) * cfg.train.val_fraction)))
             if n_val >= len(classes):
                 raise UserError(f"{prep.name}: too few training classes for a validation split")
             val_cls = set(rng.choice(classes, n_val, replace=False).tolist())
             in_val = m[C.LABEL].isin(val_cls).to_numpy() & is_train
             val_parts.append(eval_rows(s, prep, val_cls, leave_one_out_splits=(C.TRAIN,)))
-            is_train &= ~in_val
+            is_train = is_train & ~in_val  # pandas arrays may be read-only
         train_parts.append(rows_for(s, prep, is_train))
         test_parts.append(eval_rows(s, prep))
     train, num_classes = unify_train(train_parts)

@@ -24,9 +24,33 @@ Params = dict[str, np.ndarray]
 
 @dataclass(frozen=True)
 class Domain:
+    """``genus_mix``: classes are drawn as perturbations of a few "genus" prototypes (species
+    = genus + genus_mix * (fresh draw - genus); discrete attributes are inherited with
+    probability 1 - genus_mix), which makes classes inside a domain fine-grained, as species of
+    one family are. None draws every class independently (the pre-training domain)."""
+
     name: str
     sample_classes: Callable[[np.random.Generator, int], Params]
     draw: Callable[[np.random.Generator, R.Canvas, Params], None]
+    genus_mix: float | None = None
+    classes_per_genus: int = 5
+
+    def classes(self, rng: np.random.Generator, n: int) -> Params:
+        """Attributes of ``n`` classes: {attribute: (n,) float32}."""
+        if self.genus_mix is None:
+            return self.sample_classes(rng, n)
+        n_genera = max(2, n // self.classes_per_genus)
+        genera = self.sample_classes(rng, n_genera)
+        fresh = self.sample_classes(rng, n)
+        which = rng.integers(0, n_genera, n)
+        out = {}
+        for key, g in genera.items():
+            base, new = g[which], fresh[key]
+            if np.all(g == np.round(g)):  # discrete attribute: mostly inherited
+                out[key] = np.where(rng.random(n) < self.genus_mix, new, base)
+            else:
+                out[key] = (base + self.genus_mix * (new - base)).astype(np.float32)
+        return out
 
     def render(self, rng: np.random.Generator, classes: Params, labels: np.ndarray, size: int):
         """Render one image per entry of ``labels`` (N,) -> uint8 array (N, size, size, 3)."""
@@ -391,14 +415,14 @@ def _draw_pretrain(rng, c, p) -> None:
 DOMAINS: dict[str, Domain] = {
     d.name: d
     for d in (
-        Domain("cub", _bird_classes, _draw_cub),
-        Domain("cars", _car_classes, _draw_cars),
-        Domain("sop", _product_classes, _draw_sop),
-        Domain("inshop", _clothes_classes, _draw_inshop),
-        Domain("nabirds", _bird_classes, _draw_nabirds),
-        Domain("dogs", _dog_classes, _draw_dogs),
-        Domain("flowers", _flower_classes, _draw_flowers),
-        Domain("aircraft", _aircraft_classes, _draw_aircraft),
+        Domain("cub", _bird_classes, _draw_cub, genus_mix=0.3),
+        Domain("cars", _car_classes, _draw_cars, genus_mix=0.4),
+        Domain("sop", _product_classes, _draw_sop, genus_mix=0.5),
+        Domain("inshop", _clothes_classes, _draw_inshop, genus_mix=0.5),
+        Domain("nabirds", _bird_classes, _draw_nabirds, genus_mix=0.3),
+        Domain("dogs", _dog_classes, _draw_dogs, genus_mix=0.35),
+        Domain("flowers", _flower_classes, _draw_flowers, genus_mix=0.25),
+        Domain("aircraft", _aircraft_classes, _draw_aircraft, genus_mix=0.25),
         Domain("pretrain", _glyph_classes, _draw_pretrain),
     )
 }

@@ -88,7 +88,7 @@ def generate_domain(
     domain = DOMAINS[lay.domain]
     key = _DOMAIN_INDEX[lay.domain]
     n_classes = lay.train_classes + lay.test_classes
-    classes = domain.sample_classes(np.random.default_rng([seed, key, 0]), n_classes)
+    classes = domain.classes(np.random.default_rng([seed, key, 0]), n_classes)
     count_rng = np.random.default_rng([seed, key, 1])
     counts = _images_per_class(count_rng, lay, n_classes)
     if lay.query_gallery:

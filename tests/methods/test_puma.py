@@ -1,0 +1,89 @@
+"""PUMA's modules and accounting on a real-size ViT-S/16 (random weights)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from methods.puma.model import PumaModel
+from methods.puma.modules import PromptPool, StochasticAdapter
+from umlbench.models.backbones import count_parameters, create_backbone
+
+
+@pytest.fixture(scope="module")
+def vit_s():
+    torch.manual_seed(0)
+    return create_backbone("vit_small_patch16_224", pretrained=False)
+
+
+def test_trainable_parameters_match_the_reference_arithmetic(vit_s):
+    model = PumaModel(vit_s)
+    groups = {k: sum(p.numel() for p in v) for k, v in model.param_groups().items()}
+    assert groups == {"adapter": 2_359_296, "prompt": 76_800, "head": 49_280}
+    assert count_parameters(model, trainable_only=True) == 2_485_376
+    assert count_parameters(vit_s) == 21_665_664
+
+
+def test_forward_backward_at_224(vit_s):
+    model = PumaModel(vit_s).train()
+    x = torch.randn(3, 3, 224, 224)
+    emb = model(x)
+    assert emb.shape == (3, 128)
+    assert torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-5)
+    loss = emb[:, 0].sum() + model.aux_loss()
+    loss.backward()
+    assert model.head.weight.grad is not None and model.pool.prompts.grad is not None
+    assert all(p.grad is None for p in model.backbone.parameters())  # frozen
+    assert not model.backbone.training  # norms stay in eval mode
+
+
+def test_adapters_start_as_no_ops_and_prompt_free_model_equals_backbone(vit_s):
+    model = PumaModel(vit_s, use_prompts=False).eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(model.features(x), vit_s.eval()(x), atol=1e-5)
+
+
+def test_stochastic_adapter_drops_whole_samples_in_training_only():
+    torch.manual_seed(0)
+    a = StochasticAdapter(16, 4, scale=0.1, drop=0.5)
+    torch.nn.init.normal_(a.up.weight)
+    h = torch.randn(64, 5, 16)
+    a.train()
+    out = a(h)
+    dropped = (out.abs().sum(dim=(1, 2)) == 0)
+    assert 10 < dropped.sum() < 54  # about half of the samples, entirely
+    a.eval()
+    expected = 0.1 * a.up(torch.relu(a.down(h)))
+    assert torch.allclose(a(h), expected)
+
+
+def test_prompt_pool_weights_and_penalty():
+    torch.manual_seed(0)
+    pool = PromptPool(dim=32, size=5, length=3)
+    q = torch.randn(4, 32)
+    w = pool.weights(q)
+    manual = torch.stack([
+        torch.nn.functional.cosine_similarity(q * torch.softmax(pool.attention[m], 0),
+                                              pool.keys[m].expand(4, -1), dim=1)
+        for m in range(5)], 1) / (1 + 1e-5) ** 0.5
+    assert torch.allclose(w, manual, atol=1e-6)
+    prompts = pool(q)
+    assert prompts.shape == (4, 3, 32)
+    assert torch.allclose(prompts[1], torch.einsum("m,mld->ld", w[1], pool.prompts), atol=1e-6)
+    # K and A start orthonormal: only the copied prompts contribute to the penalty.
+    assert pool.penalty() > 0
+    from methods.puma.modules import orthogonality_penalty
+
+    assert orthogonality_penalty(pool.keys) < 1e-10
+
+
+def test_params_command_reproduces_69x(capsys):
+    from umlbench.params import parameter_report
+
+    rep = parameter_report("puma", "uml", "vit_small_patch16_224")
+    assert rep["trainable"] == 2_485_376
+    assert rep["full_finetune_one"] == 21_714_944
+    assert rep["full_finetune_specific"] == 173_719_552
+    assert rep["vs_specific"] == pytest.approx(69.9, abs=0.05)
+    assert rep["proxies"] == 15_952 * 128

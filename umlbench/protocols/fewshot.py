@@ -1,0 +1,185 @@
+"""Few-shot protocols.
+
+``fewshot`` (ooDML, Milbich et al. 2021): per shift level, the base model is trained on the
+level's ``split_train`` classes and selected on ``split_val`` (the test set is never used for
+selection); then, for each of the fixed episodes of each shot count, a copy of the model's last
+embedding layer is adapted on the support set (``shots`` images of every test class) with the
+margin loss and distance-weighted mining (Adam, 10x the base learning rate, class-balanced
+batches of 2 images per class) and the remaining query images are scored before ("zero-shot")
+and after ("few-shot") adaptation; results are mean +- 95% CI over episodes. Because the
+backbone is frozen during adaptation, the support images' pre-head features are computed once
+(eval transform) instead of being re-augmented at every iteration as in the reference.
+
+``fewshot-train`` (PUMA paper): the UML protocol with K training images per class of every
+dataset, a fixed subset per seed (without replacement when a class has >= K images).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from umlbench import const as C
+from umlbench.config import RunConfig
+from umlbench.errors import UserError
+from umlbench.metrics import MetricSpec, evaluate, mean_ci95
+from umlbench.protocols import oodml, uml
+from umlbench.protocols.base import ProtocolData
+
+__all__ = ["build", "build_fewshot_train", "derived_defaults", "run_episodes",
+           "DEFAULT_ITERATIONS"]
+
+# ooDML's scripts: 1000 iterations for 2-shot, 1500 for 5-shot (10-shot: unused there).
+DEFAULT_ITERATIONS = {2: 1000, 5: 1500, 10: 1500}
+
+
+def derived_defaults(protocol: str, shots: int | None) -> dict:
+    """Config values that follow from the protocol (layered below the user's own settings)."""
+    if protocol == "fewshot-train":
+        if shots is None:
+            raise UserError("protocol fewshot-train needs --shots K (1, 2, 4, 8 or 16)")
+        per = max(1, 32 // shots)  # official: epochs = 32/K + 1, evaluated every 32/K
+        return {"train": {"epochs": per + 1, "eval_every": per}}
+    if protocol == "fewshot":
+        return {"train": {"select": "val"}}
+    return {}
+
+
+def build(cfg: RunConfig, root: Path) -> ProtocolData:
+    if cfg.train.select != "val":
+        raise UserError("protocol fewshot selects the base model on validation classes; "
+                        "keep train.select=val")
+    data = oodml.build(cfg, root)
+    data.name = "fewshot"
+    data.info = {**data.info, "name": "fewshot"}
+    return data
+
+
+def build_fewshot_train(cfg: RunConfig, root: Path) -> ProtocolData:
+    k = cfg.protocol.shots
+    if not k or k < 1:
+        raise UserError("protocol fewshot-train needs --shots K >= 1")
+    data = uml.build(cfg, root)
+    rng = np.random.default_rng([cfg.seed, 11, k])
+    parts = []
+    for target, rows in data.train.groupby("target", sort=True):
+        pick = rng.choice(len(rows), k, replace=len(rows) < k)
+        parts.append(rows.iloc[np.sort(pick)])
+    data.train = pd.concat(parts, ignore_index=True)
+    data.name = "fewshot-train"
+    data.info = {"name": "fewshot-train", "shots": k}
+    return data
+
+
+def _margin_loss():
+    from pytorch_metric_learning import losses, miners
+
+    return losses.MarginLoss(margin=0.2, nu=0.0, beta=1.2), miners.DistanceWeightedMiner(
+        cutoff=0.5, nonzero_loss_cutoff=1.4)
+
+
+def _adapt_head(head: torch.nn.Module, feats: torch.Tensor, labels: np.ndarray, iterations: int,
+                lr: float, seed: int, batch_size: int = 112) -> torch.nn.Module:
+    """Train a copy of ``head`` on fixed support features (S, F) with class-balanced batches."""
+    from umlbench.data.samplers import ClassUniqueSampler
+
+    head = copy.deepcopy(head).train()
+    for p in head.parameters():
+        p.requires_grad_(True)
+    loss_fn, miner = _margin_loss()
+    opt = torch.optim.Adam(list(head.parameters()) + list(loss_fn.parameters()), lr=lr)
+    n_cls = len(np.unique(labels))
+    bs = min(batch_size, 2 * n_cls, len(labels) - len(labels) % 2)
+    sampler = ClassUniqueSampler(labels, bs, 2, seed=seed)
+    y = torch.as_tensor(labels)
+    it, epoch = 0, 0
+    while it < iterations:
+        sampler.set_epoch(epoch)
+        for batch in sampler:
+            idx = torch.tensor([i for i, _ in batch])
+            emb = F.normalize(head(feats[idx]), dim=-1)
+            loss = loss_fn(emb, y[idx], miner(emb, y[idx]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            it += 1
+            if it >= iterations:
+                break
+        epoch += 1
+    return head.eval()
+
+
+@torch.inference_mode()
+def _features(trainer, model, data, rows) -> torch.Tensor:
+    """Pre-head features (N, F) of ``rows`` with the eval transform."""
+
+    class _Feat:
+        @staticmethod
+        def embed(m, images):
+            return m.features(images)
+
+    return torch.from_numpy(trainer.embed(_Feat, model, data, rows))
+
+
+def run_episodes(method, model, data: ProtocolData, trainer, root: Path) -> list[dict]:
+    """Adapt and score every episode of every shot count; one result dict per shot count."""
+    cfg = trainer.cfg
+    if not hasattr(model, "features") or not hasattr(model, "head"):
+        raise UserError(f"method {cfg.method!r} has no separate embedding head to adapt")
+    splits = oodml.load_splits(root, data.info["dataset"])
+    level = oodml.level_entry(splits, data.info["level"])
+    prep = data.sources[0]
+    test = data.test.reset_index(drop=True)
+    image_ids = prep.manifest[C.IMAGE_ID].to_numpy()[test["row"].to_numpy()]
+    pos = {iid: i for i, iid in enumerate(image_ids)}
+    feats = _features(trainer, model, data, test)
+    with torch.inference_mode():
+        zero = F.normalize(model.head(feats), dim=-1).numpy()
+    spec = MetricSpec.from_names([m for m in cfg.eval.metrics if m not in ("nmi", "f1")])
+    shots_list = [cfg.protocol.shots] if cfg.protocol.shots else [int(s) for s in level["episodes"]]
+    results = []
+    for shots in shots_list:
+        episodes = level["episodes"].get(str(shots))
+        if not episodes:
+            raise UserError(f"no {shots}-shot episodes in the {data.info['dataset']} splits")
+        iters = cfg.protocol.finetune_iterations or DEFAULT_ITERATIONS.get(shots, 1500)
+        before, after = [], []
+        for e, ep in enumerate(episodes[: cfg.protocol.episodes]):
+            support = np.array([pos[i] for i in ep["support"]])
+            in_support = np.zeros(len(test), bool)
+            in_support[support] = True
+            query = np.flatnonzero(test["target"].isin(ep["query_classes"]).to_numpy()
+                                   & ~in_support)
+            labels = test["target"].to_numpy()
+            _, sup_y = np.unique(labels[support], return_inverse=True)
+            head = _adapt_head(model.head, feats[support], sup_y, iters, 10 * cfg.train.lr,
+                               seed=cfg.seed * 1000 + e)
+            with torch.inference_mode():
+                adapted = F.normalize(head(feats[query]), dim=-1).numpy()
+            q = test.iloc[query]
+            args = (q["target"].to_numpy(), q["dataset"].to_numpy())
+            before.append(evaluate(zero[query], *args, metrics=spec).universal)
+            after.append(evaluate(adapted, *args, metrics=spec).universal)
+        results.append(_summarise(shots, before, after, spec, len(episodes), iters))
+    return results
+
+
+def _summarise(shots, before, after, spec, n_episodes, iters) -> dict:
+    metrics = {}
+    extra = {}
+    for name in spec.names():
+        zb, ci_b = mean_ci95([b[name] for b in before])
+        fa, ci_a = mean_ci95([a[name] for a in after])
+        metrics[name] = fa
+        extra[f"zero_shot@{name}"] = zb
+        extra[f"zero_shot@{name}_ci95"] = ci_b
+        extra[f"few_shot@{name}"] = fa
+        extra[f"few_shot@{name}_ci95"] = ci_a
+        extra[f"gain@{name}"] = fa - zb
+    return {"shots": shots, "universal": metrics, "extra": extra, "episodes": len(after),
+            "episodes_available": n_episodes, "iterations": iters}
