@@ -274,7 +274,10 @@ class Trainer:
                       "lr": t.lr * factor, "seconds": round(seconds, 3),
                       "images_per_s": round(seen / max(seconds, 1e-9), 1)}
             last = epoch + 1 == t.epochs
-            if (t.eval_every > 0 and (epoch + 1) % t.eval_every == 0) or last:
+            # With select=last the final evaluation (by the runner) scores the last epoch, so
+            # evaluating it here as well would only cost time.
+            due = (t.eval_every > 0 and (epoch + 1) % t.eval_every == 0) or last
+            if due and not (last and t.select == "last"):
                 record.update(self._select(method, model, data, epoch))
             self.state.history.append(record)
             self.state.epoch = epoch + 1
