@@ -332,10 +332,18 @@ def sweep(methods, seeds, suite, config_file, overrides, executor, slurm_opts, f
               help="Comma-separated metric names (default: all).")
 def evaluate(embeddings, as_json, device, metrics):
     """Score saved embeddings (.npz: embeddings, labels, datasets[, is_query, is_gallery])."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     from umlbench.evaluate_file import evaluate_npz
 
-    res = evaluate_npz(Path(embeddings), device=device,
-                       metrics=metrics.split(",") if metrics else None)
+    with Progress(TextColumn("k-NN search (queries)"), BarColumn(), MofNCompleteColumn(),
+                  console=console, transient=True,
+                  disable=not console.is_terminal) as progress:
+        task = progress.add_task("knn", total=None)
+        res = evaluate_npz(Path(embeddings), device=device,
+                           metrics=metrics.split(",") if metrics else None,
+                           progress=lambda done, total: progress.update(task, completed=done,
+                                                                        total=total))
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2, default=_json_default))
         return

@@ -16,7 +16,8 @@ REQUIRED = ("embeddings", "labels", "datasets")
 OPTIONAL = ("is_query", "is_gallery")
 
 
-def evaluate_npz(path: Path, device: str = "cpu", metrics: list[str] | None = None) -> EvalResult:
+def evaluate_npz(path: Path, device: str = "cpu", metrics: list[str] | None = None,
+                 progress=None) -> EvalResult:
     """Load ``path`` and evaluate; every input problem is a one-line UserError naming the file."""
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -44,6 +45,6 @@ def evaluate_npz(path: Path, device: str = "cpu", metrics: list[str] | None = No
     try:
         return evaluate(emb.astype(np.float32), labels, arrays["datasets"].astype(str),
                         flags.get("is_query"), flags.get("is_gallery"), metrics=spec,
-                        device=device)
+                        device=device, progress=progress)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None

@@ -10,6 +10,7 @@ selection, a stop with a clear message on a NaN/inf loss, and a rich progress ba
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -296,28 +297,18 @@ class Trainer:
                                              weights_only=False)["model"])
         return model
 
+    @contextlib.contextmanager
     def _progress(self, total: int, epoch: int):
-        """A rich progress bar on the main process (a no-op context elsewhere)."""
-        trainer = self
-
-        class _Ctx:
-            def __enter__(self):
-                if not trainer.dist.is_main:
-                    self.p = None
-                    return None, None
-                self.p = Progress(
-                    TextColumn(f"epoch {epoch + 1}/{trainer.cfg.train.epochs}"), BarColumn(),
-                    MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.fields[info]}"), console=trainer.console, transient=False,
-                )
-                self.p.__enter__()
-                return self.p, self.p.add_task("train", total=total, info="")
-
-            def __exit__(self, *exc):
-                if self.p is not None:
-                    self.p.__exit__(*exc)
-
-        return _Ctx()
+        """A rich progress bar on the main process; (None, None) elsewhere."""
+        if not self.dist.is_main:
+            yield None, None
+            return
+        with Progress(
+            TextColumn(f"epoch {epoch + 1}/{self.cfg.train.epochs}"), BarColumn(),
+            MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"), console=self.console,
+        ) as progress:
+            yield progress, progress.add_task("train", total=total, info="")
 
     def _select(self, method, model, data, epoch: int) -> dict:
         """Evaluate for checkpoint selection; returns what goes into the epoch's history."""
@@ -358,9 +349,15 @@ class Trainer:
                              self.cfg.data.pin_memory)
         use_amp, amp_dtype = self._amp()
         out = []
-        for images, _, _ in loader:
-            with torch.autocast(self.device.split(":")[0], dtype=amp_dtype, enabled=use_amp):
-                out.append(method.embed(model, images.to(self.device)).float().cpu())
+        with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=self.console, transient=True,
+                      disable=not (self.dist.is_main and self.console.is_terminal)) as progress:
+            task = progress.add_task("embed", total=len(loader))
+            for images, _, _ in loader:
+                with torch.autocast(self.device.split(":")[0], dtype=amp_dtype,
+                                    enabled=use_amp):
+                    out.append(method.embed(model, images.to(self.device)).float().cpu())
+                progress.advance(task)
         model.train(was_training)
         return torch.cat(out).numpy()
 
