@@ -110,6 +110,7 @@ class ProtocolConfig:
     shots: int | None = None  # fewshot: support images per class; fewshot-train: K per class
     episodes: int = 10  # fewshot: episodes per shot count (at most the split file's)
     finetune_iterations: int = 0  # fewshot: adaptation steps; 0 = ooDML's (1000 / 1500)
+    finetune_lr: float = 0.0  # fewshot: Adam lr of the adaptation; 0 = 10 x train.lr (ooDML)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -104,9 +104,9 @@ def _slug(text: str) -> str:
 
 def run_prefix(display: str, cfg: RunConfig, info: dict) -> str:
     parts = [_slug(display), cfg.suite, info.get("name", cfg.protocol.name)]
-    for key in ("dataset", "level", "shots"):
+    for key, tag in (("dataset", ""), ("level", "l"), ("shots", "k")):
         if info.get(key) is not None:
-            parts.append(f"{key[0]}{info[key]}" if key != "dataset" else str(info[key]))
+            parts.append(f"{tag}{info[key]}")
     parts.append(f"s{cfg.seed}")
     return "-".join(str(p) for p in parts)
 
@@ -132,7 +132,9 @@ def run(
     dist: DistInfo = init_distributed(device)
     if dist.enabled and device.startswith("cuda"):
         device = f"cuda:{dist.local_rank}"
-    seed_everything(cfg.seed)
+    # Each process gets its own stream (dropout masks); data order and augmentation come from
+    # the sampler's (seed, epoch) and are the same for any number of processes.
+    seed_everything(cfg.seed + 1_000_003 * dist.rank)
     cls = method_class(cfg.method)
     method = cls(cfg)
     root = paths.data_root(cfg.data_root)

@@ -87,3 +87,19 @@ def test_params_command_reproduces_69x(capsys):
     assert rep["full_finetune_specific"] == 173_719_552
     assert rep["vs_specific"] == pytest.approx(69.9, abs=0.05)
     assert rep["proxies"] == 15_952 * 128
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_mixed_precision_step_on_gpu(vit_s):
+    from umlbench.train.losses import CurricularFace
+
+    model = PumaModel(vit_s).cuda().train()
+    loss_fn = CurricularFace(10, 128).cuda()
+    x = torch.randn(4, 3, 224, 224, device="cuda")
+    y = torch.arange(4, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        emb = model(x)
+    loss = loss_fn(emb.float(), y) + model.aux_loss()
+    loss.backward()
+    assert torch.isfinite(loss) and model.head.weight.grad is not None

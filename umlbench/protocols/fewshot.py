@@ -157,7 +157,8 @@ def run_episodes(method, model, data: ProtocolData, trainer, root: Path) -> list
                                    & ~in_support)
             labels = test["target"].to_numpy()
             _, sup_y = np.unique(labels[support], return_inverse=True)
-            head = _adapt_head(model.head, feats[support], sup_y, iters, 10 * cfg.train.lr,
+            lr = cfg.protocol.finetune_lr or 10 * cfg.train.lr
+            head = _adapt_head(model.head, feats[support], sup_y, iters, lr,
                                seed=cfg.seed * 1000 + e)
             with torch.inference_mode():
                 adapted = F.normalize(head(feats[query]), dim=-1).numpy()

@@ -172,6 +172,9 @@ class Trainer:
     def best_path(self) -> Path:
         return self.work_dir / "best.pt"
 
+    def _rank_rng_path(self, rank: int) -> Path:
+        return self.work_dir / f"rng-rank{rank}.pt"
+
     def _save(self, path: Path, payload: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}.part")
@@ -226,7 +229,11 @@ class Trainer:
             opt.load_state_dict(ck["optimizer"])
             scaler.load_state_dict(ck["scaler"])
             self.state = FitState(**ck["state"])
-            self._set_rng_state(ck["rng"])
+            rank_rng = self._rank_rng_path(self.dist.rank)
+            if self.dist.enabled and rank_rng.exists():
+                self._set_rng_state(torch.load(rank_rng, weights_only=False))
+            else:
+                self._set_rng_state(ck["rng"])
             if self.dist.is_main:
                 self.console.print(f"resumed from {self.last_path} at epoch {self.state.epoch}")
 
@@ -282,6 +289,8 @@ class Trainer:
                 record.update(self._select(method, model, data, epoch))
             self.state.history.append(record)
             self.state.epoch = epoch + 1
+            if self.dist.enabled:  # every process keeps its own random stream (dropout)
+                self._save(self._rank_rng_path(self.dist.rank), self._rng_state())
             if self.dist.is_main:
                 self._save(self.last_path, {
                     "model": model.state_dict(), "criterion": criterion.state_dict(),
