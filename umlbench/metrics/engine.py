@@ -210,7 +210,7 @@ def evaluate(
     qds, gds = ds_code[qrows], ds_code[grows]
     in_gallery = (self_pos >= 0).astype(np.int64)
     r = np.bincount(gcls, minlength=cls.max() + 1)[qcls] - in_gallery
-    freq = r + in_gallery
+    freq = np.maximum(r + in_gallery, 1)  # lone queries are excluded later; avoid 0/0
     valid = r >= 1
     r_safe = np.maximum(r, 1)
     need = _need(metrics, r_safe)
