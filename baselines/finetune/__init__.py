@@ -9,6 +9,7 @@ parameters of the specific setting count all models together (the PUMA paper's c
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,6 +136,7 @@ class Finetune(Method):
     def evaluate(self, model, data, rows, trainer, metrics=None) -> EvalResult:
         if not isinstance(model, SpecificEnsemble):
             return trainer.evaluate(self, model, data, rows, metrics=metrics)
+        t0 = time.perf_counter()
         spec = metrics or MetricSpec.from_names(trainer.cfg.eval.metrics)
         # Per-dataset scores: each dataset's images embedded by its own model.
         own = np.zeros((len(rows), model.embedding_dim), np.float32)
@@ -150,6 +152,7 @@ class Finetune(Method):
         ens = trainer.embed(self, model, data, rows)
         uni = evaluate(ens, *args, metrics=spec, device=trainer.device, per_dataset=False,
                        seed=trainer.cfg.seed)
+        trainer.eval_seconds += time.perf_counter() - t0
         return EvalResult(per.per_dataset, uni.universal, per.harmonic_mean,
                           per.arithmetic_mean, per.summary, per.seconds + uni.seconds,
                           uni.backend)
