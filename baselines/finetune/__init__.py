@@ -21,7 +21,7 @@ from baselines.common import EmbeddingNet, make_backbone
 from umlbench.errors import UserError
 from umlbench.methods import METHODS, DataInfo, Method
 from umlbench.metrics import EvalResult, MetricSpec, evaluate
-from umlbench.train.losses import build_loss
+from umlbench.train.losses import LOSS_TITLES, build_loss
 
 __all__ = ["Finetune", "SpecificEnsemble"]
 
@@ -75,7 +75,8 @@ class Finetune(Method):
         return self.args.setting == "specific"
 
     def display_name(self) -> str:
-        return f"Finetune-{self.args.setting} ({self.cfg.loss.name})"
+        loss = LOSS_TITLES.get(self.cfg.loss.name, self.cfg.loss.name)
+        return f"Fine-tuning, {self.args.setting} ({loss})"
 
     def _member(self) -> nn.Module:
         ball = None

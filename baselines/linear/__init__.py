@@ -18,6 +18,9 @@ class Linear(Method):
 
     name = "linear"
 
+    def display_name(self) -> str:
+        return "Linear probe"
+
     @dataclass(frozen=True, kw_only=True)
     class Config:
         embedding_dim: int = 128

@@ -15,6 +15,9 @@ class OffTheShelf(Method):
     """Off-the-shelf: the frozen pre-trained backbone's pooled feature, no training."""
 
     name = "off-the-shelf"
+
+    def display_name(self) -> str:
+        return "Off-the-shelf"
     trains = False
 
     def build(self, data: DataInfo) -> nn.Module:

@@ -45,6 +45,9 @@ class AdaptFormer(_PeftMethod):
 
     name, kind = "adaptformer", "adaptformer"
 
+    def display_name(self) -> str:
+        return "AdaptFormer"
+
     @dataclass(frozen=True, kw_only=True)
     class Config:
         embedding_dim: int = 128
@@ -57,6 +60,9 @@ class LoRA(_PeftMethod):
     """LoRA (Hu et al. 2022) on the query and key projections of every attention layer."""
 
     name, kind = "lora", "lora"
+
+    def display_name(self) -> str:
+        return "LoRA"
 
     @dataclass(frozen=True, kw_only=True)
     class Config:

@@ -19,7 +19,7 @@ from umlbench.config import LossConfig
 from umlbench.errors import UserError
 from umlbench.registry import Registry
 
-__all__ = ["CurricularFace", "PMLLoss", "LOSSES", "build_loss"]
+__all__ = ["CurricularFace", "PMLLoss", "LOSSES", "LOSS_TITLES", "build_loss"]
 
 LossFactory = Callable[..., nn.Module]
 LOSSES: Registry[LossFactory] = Registry("loss", entry_point_group="umlbench.losses")
@@ -85,6 +85,14 @@ class PMLLoss(nn.Module):
         embeddings = embeddings.float()
         pairs = self.miner(embeddings, labels) if self.miner is not None else None
         return self.loss(embeddings, labels, pairs)
+
+
+# How each loss is named in tables (the papers' spelling).
+LOSS_TITLES = {
+    "curricularface": "CurricularFace", "triplet": "Triplet", "multi_similarity": "Multi-Similarity",
+    "margin": "Margin", "proxy_anchor": "Proxy-Anchor", "proxy_nca_pp": "ProxyNCA++",
+    "cosface": "CosFace", "arcface": "ArcFace", "soft_triple": "SoftTriple", "hyp_supcon": "Hyp",
+}
 
 
 def _pml():
