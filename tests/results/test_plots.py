@@ -157,10 +157,12 @@ def test_shift_lines_per_method_and_dataset(frame):
     assert ticks == ["L1\n30", "L2\n60", "L3\n90", "L4\n120"]  # FID shown for one dataset
     assert "FID" in ax.get_xlabel() and ax.get_ylabel() == "Universal Recall@1 (%)"
     two = records_frame(_oodml(datasets=("mini-cub", "mini-cars"), levels=(1, 2)))
-    ax2 = shift_figure(two).axes[0]
-    assert len(ax2.lines) == 6
-    assert [t.get_text() for t in ax2.get_xticklabels()] == ["L1", "L2"]
-    assert len(shift_figure(two, dataset="mini-cars").axes[0].lines) == 3
+    fig2 = shift_figure(two)  # one panel per dataset, in suite order, each with its own FIDs
+    assert [ax.get_title() for ax in fig2.axes] == ["mini-CUB", "mini-Cars"]
+    assert [len(ax.lines) for ax in fig2.axes] == [3, 3]
+    assert [t.get_text() for t in fig2.axes[1].get_xticklabels()] == ["L1\n30", "L2\n60"]
+    assert len(fig2.legends[0].get_texts()) == 3  # one shared legend entry per method
+    assert len(shift_figure(two, dataset="mini-cars").axes) == 1
 
 
 def test_fewshot_lines_per_method(frame):
@@ -171,6 +173,23 @@ def test_fewshot_lines_per_method(frame):
     assert ax.get_ylabel() == "Recall@1 (%)" and "shots" in ax.get_xlabel()
     puma = next(line for line in ax.lines if line.get_label() == "PUMA")
     assert list(puma.get_ydata()) == pytest.approx([50.0, 54.0, 60.0])
+
+
+def test_fewshot_levels_get_one_line_each_and_datasets_a_panel():
+    recs = []
+    for d in ("mini-cub", "mini-cars"):
+        for lv in (1, 2, 3):
+            rec = make_record(method="puma", display="PUMA", seed=0, run_id=f"fs-{d}-{lv}",
+                              protocol={"name": "fewshot", "dataset": d, "level": lv, "shots": 2})
+            rec.metrics["extra"] = {"zero_shot@recall@1": 0.6 - 0.1 * lv,
+                                    "few_shot@recall@1": 0.7 - 0.1 * lv}
+            recs.append(rec)
+    fig = fewshot_figure(records_frame(recs))
+    assert [ax.get_title() for ax in fig.axes] == ["mini-CUB", "mini-Cars"]
+    lines = fig.axes[0].lines
+    assert [line.get_label() for line in lines] == ["L1", "L2", "L3"]
+    assert list(lines[2].get_ydata()) == pytest.approx([30.0, 40.0])
+    assert len({line.get_color() for line in lines}) == 3  # easy-to-hard colour ramp
 
 
 def _png_size(path: Path) -> tuple[int, int]:

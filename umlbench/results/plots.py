@@ -8,13 +8,14 @@ Four kinds, each a pure ``<kind>_figure(df, ...) -> Figure`` that reads only the
   efficiency figure). Measured methods are filled markers with seed-std error bars, reported rows
   with a value are hollow markers, and reported rows that carry only a parameter count are
   dashed vertical reference lines (never points with a made-up accuracy).
-- ``shift``: universal metric against ooDML shift level (FID in the tick labels when one dataset
-  is shown), one line per method and dataset, mean ± std band over seeds.
+- ``shift``: universal metric against ooDML shift level (level and FID in the tick labels), one
+  line per method, mean ± std band over seeds; one panel per dataset when several are shown.
 - ``fewshot``: metric against support shots per class, one line per method (zero-shot values
-  stored as ``zero_shot@<metric>`` are drawn at 0 shots).
+  stored as ``zero_shot@<metric>`` are drawn at 0 shots); several ooDML levels get one line
+  each, coloured from easy to hard; one panel per dataset.
 
 :func:`plot_kind` builds one of them and writes PNG (300 dpi) and/or SVG. Figures are sized for
-a single column (3.5 in) and built on the Agg canvas without pyplot, so nothing global changes.
+a single column (3.5 in), small multiples for the full text width (7 in), and built on the Agg canvas without pyplot, so nothing global changes.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = ["KINDS", "build_figure", "datasets_figure", "fewshot_figure", "metric
            "params_figure", "plot_kind", "shift_figure"]
 
 WIDTH_IN = 3.5  # single-column width of two-column papers (CVPR/WACV, IEEE)
+PAGE_WIDTH_IN = 7.0  # full text width, for small multiples (one panel per dataset)
 _RC = {
     "font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8, "legend.fontsize": 7,
     "xtick.labelsize": 7, "ytick.labelsize": 7, "lines.linewidth": 1.2, "lines.markersize": 4,
@@ -254,30 +256,64 @@ def _variant(sel: pd.DataFrame, parts: list[str]) -> pd.Series:
     return out
 
 
-def _draw_lines(fig: Figure, ax, stats: pd.DataFrame, xcol: str) -> None:
-    """One line per (label, variant): colour and marker by method, dash by variant."""
-    styles = _styles(sorted(stats["label"].unique()))
+def _draw_lines(ax, stats: pd.DataFrame, xcol: str, styles: dict[str, tuple[str, str]],
+                colors: dict[str, object] | None = None) -> None:
+    """One line per (label, variant): colour and marker by method, dash by variant; with
+    ``colors`` (variant -> colour) the colour follows the variant and the dash the method."""
     variants = sorted(stats["variant"].unique())
+    labels = sorted(stats["label"].unique())
     for (label, variant), s in stats.groupby(["label", "variant"], sort=True):
         s = s.sort_values(xcol)
         color, marker = styles[label]
-        x, m, sd = s[xcol].to_numpy(float), s["mean"].to_numpy(), s["std"].to_numpy()
         ls = _LINESTYLES[variants.index(variant) % len(_LINESTYLES)]
-        ax.plot(x, m, color=color, marker=marker, ls=ls, label=label + variant)
+        if colors is not None:
+            color, ls = colors.get(variant, "0.4"), _LINESTYLES[labels.index(label) % len(_LINESTYLES)]
+        x, m, sd = s[xcol].to_numpy(float), s["mean"].to_numpy(), s["std"].to_numpy()
+        name = (label + variant) if colors is None or len(labels) > 1 else variant.strip(" /")
+        ax.plot(x, m, color=color, marker=marker, ls=ls, label=name)
         if (sd > 0).any():
             ax.fill_between(x, m - sd, m + sd, color=color, alpha=0.18, lw=0)
     ax.grid(True, lw=0.4, color="0.88")
-    _legend(fig, ax)
 
 
-def _lines_figure(stats: pd.DataFrame) -> tuple[Figure, object]:
-    keys = sorted(set(stats["label"] + stats["variant"]))
-    return _new_figure(2.3 + _legend_height(keys))
+def _panels(n: int, legend_labels: list[str]) -> tuple[Figure, list]:
+    """One axes, or a grid of small multiples (one per dataset) at full page width."""
+    if n == 1:
+        fig, ax = _new_figure(2.3 + _legend_height(legend_labels))
+        return fig, [ax]
+    ncols = min(n, 4)
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(PAGE_WIDTH_IN, 1.7 * nrows + 0.16 * -(-len(legend_labels) // 4) + 0.3),
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _shared_legend(fig: Figure, axes: list) -> None:
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    if seen:
+        ncols = _ncols(list(seen)) if len(axes) == 1 else min(4, len(seen))
+        fig.legend(list(seen.values()), list(seen), loc="outside upper center", ncols=ncols,
+                   handlelength=1.8, columnspacing=1.0)
+
+
+def _per_dataset(sel: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
+    if sel["dataset"].nunique(dropna=False) <= 1:
+        return [(None, sel)]
+    order = _scope_order([str(d) for d in sel["dataset"].dropna().unique()])
+    return [(d, sel[sel["dataset"] == d]) for d in order]
 
 
 def shift_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None = None,
                  dataset: str | None = None, methods: list[str] | None = None) -> Figure:
-    """Universal ``metric`` against ooDML level, one line per method (and dataset).
+    """Universal ``metric`` against ooDML level, one line per method, mean ± std band over
+    seeds; one panel per dataset when several are shown (FID in each panel's tick labels).
 
     Raises:
         UserError: no completed ooDML rows with a level and ``metric``.
@@ -290,21 +326,32 @@ def shift_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | Non
     _for(sel, "ooDML records", metric, suite,
          "run `umlbench run --protocol oodml --level all` first", dataset)
     sel = sel.assign(level=pd.to_numeric(sel["level"]).astype(int),
-                     fid=pd.to_numeric(sel["fid"], errors="coerce"))
-    stats = _stats(sel.assign(variant=_variant(sel, ["dataset"])), ["label", "variant", "level"])
-    fig, ax = _lines_figure(stats)
-    levels = sorted(stats["level"].unique())
-    ticks = [f"L{lv}" for lv in levels]
-    fids = sel.groupby("level")["fid"].mean()
-    if sel["dataset"].nunique(dropna=False) == 1 and fids.notna().all():
-        # FID is per dataset and level, so it can label the ticks only for a single dataset.
-        ticks = [f"L{lv}\n{fids[lv]:.0f}" for lv in levels]
-        ax.set_xlabel("ooDML shift level / train-test FID")
+                     fid=pd.to_numeric(sel["fid"], errors="coerce"), variant="")
+    labels = sorted(sel["label"].unique())
+    styles = _styles(labels)
+    groups = _per_dataset(sel)
+    fig, axes = _panels(len(groups), labels)
+    for ax, (name, part) in zip(axes, groups):
+        stats = _stats(part, ["label", "variant", "level"])
+        levels = sorted(stats["level"].unique())
+        fids = part.groupby("level")["fid"].mean()
+        if fids.notna().all():
+            ax.set_xticks(levels, [f"L{lv}\n{fids[lv]:.0f}" for lv in levels])
+        else:
+            ax.set_xticks(levels, [f"L{lv}" for lv in levels])
+        if name is not None:
+            ax.set_title(_scope_title(name))
+            ax.tick_params(axis="x", labelsize=5.5)  # 8 two-line ticks in a 1.7 in panel
+        _draw_lines(ax, stats, "level", styles)
+    xlabel = "ooDML shift level / train-test FID"
+    ylabel = "Universal " + metric_label(metric)
+    if len(axes) == 1:
+        axes[0].set_xlabel(xlabel)
+        axes[0].set_ylabel(ylabel)
     else:
-        ax.set_xlabel("ooDML shift level (1 = smallest train-test FID)")
-    ax.set_xticks(levels, ticks)
-    ax.set_ylabel("Universal " + metric_label(metric))
-    _draw_lines(fig, ax, stats, "level")
+        fig.supxlabel(xlabel, fontsize=8)
+        fig.supylabel(ylabel, fontsize=8)
+    _shared_legend(fig, axes)
     return fig
 
 
@@ -329,7 +376,8 @@ def _fewshot_points(sel: pd.DataFrame, metric: str, dataset: str | None) -> pd.D
 
 def fewshot_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None = None,
                    dataset: str | None = None, methods: list[str] | None = None) -> Figure:
-    """``metric`` against support images per class, one line per method (and dataset/level).
+    """``metric`` against support images per class, one line per method; with several ooDML
+    levels one line per level (coloured from easy to hard), one panel per dataset.
 
     Raises:
         UserError: no few-shot rows with ``metric``.
@@ -340,14 +388,36 @@ def fewshot_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | N
     pts = _fewshot_points(sel, metric, dataset)
     _for(pts, "few-shot records", metric, suite,
          "run `umlbench run --protocol fewshot --shots K` first", dataset)
-    stats = _stats(pts.assign(variant=_variant(pts, ["dataset", "level"])),
-                   ["label", "variant", "shots"])
-    fig, ax = _lines_figure(stats)
-    shots = sorted(stats["shots"].unique())
-    ax.set_xticks(shots, [f"{s:g}" for s in shots])
-    ax.set_xlabel("Support images per class (shots; 0 = zero-shot)")
-    ax.set_ylabel(metric_label(metric))
-    _draw_lines(fig, ax, stats, "shots")
+    labels = sorted(pts["label"].unique())
+    styles = _styles(labels)
+    levels = sorted(pd.to_numeric(pts["level"], errors="coerce").dropna().astype(int).unique())
+    colors = None
+    if len(levels) > 1:
+        cmap = matplotlib.colormaps["viridis"]
+        colors = {f" / L{lv}": cmap(0.9 * i / (len(levels) - 1)) for i, lv in enumerate(levels)}
+    groups = _per_dataset(pts)
+    legend = [f"L{lv}" for lv in levels] if colors else labels
+    fig, axes = _panels(len(groups), legend)
+    for ax, (name, part) in zip(axes, groups):
+        if colors:
+            lv = pd.to_numeric(part["level"], errors="coerce")
+            variant = lv.map(lambda v: "" if pd.isna(v) else f" / L{int(v)}")
+        else:
+            variant = _variant(part, ["dataset", "level"])
+        stats = _stats(part.assign(variant=variant), ["label", "variant", "shots"])
+        shots = sorted(stats["shots"].unique())
+        ax.set_xticks(shots, [f"{s:g}" for s in shots])
+        if name is not None:
+            ax.set_title(_scope_title(name))
+        _draw_lines(ax, stats, "shots", styles, colors)
+    xlabel, ylabel = "Support images per class (shots; 0 = zero-shot)", metric_label(metric)
+    if len(axes) == 1:
+        axes[0].set_xlabel(xlabel)
+        axes[0].set_ylabel(ylabel)
+    else:
+        fig.supxlabel(xlabel, fontsize=8)
+        fig.supylabel(ylabel, fontsize=8)
+    _shared_legend(fig, axes)
     return fig
 
 
