@@ -303,6 +303,17 @@ def _shared_legend(fig: Figure, axes: list) -> None:
                    handlelength=1.8, columnspacing=1.0)
 
 
+def _finish_panels(fig: Figure, axes: list, xlabel: str, ylabel: str) -> None:
+    """Axis labels (once for the whole grid of small multiples) and one shared legend."""
+    if len(axes) == 1:
+        axes[0].set_xlabel(xlabel)
+        axes[0].set_ylabel(ylabel)
+    else:
+        fig.supxlabel(xlabel, fontsize=8)
+        fig.supylabel(ylabel, fontsize=8)
+    _shared_legend(fig, axes)
+
+
 def _per_dataset(sel: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
     if sel["dataset"].nunique(dropna=False) <= 1:
         return [(None, sel)]
@@ -343,15 +354,8 @@ def shift_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | Non
             ax.set_title(_scope_title(name))
             ax.tick_params(axis="x", labelsize=5.5)  # 8 two-line ticks in a 1.7 in panel
         _draw_lines(ax, stats, "level", styles)
-    xlabel = "ooDML shift level / train-test FID"
-    ylabel = "Universal " + metric_label(metric)
-    if len(axes) == 1:
-        axes[0].set_xlabel(xlabel)
-        axes[0].set_ylabel(ylabel)
-    else:
-        fig.supxlabel(xlabel, fontsize=8)
-        fig.supylabel(ylabel, fontsize=8)
-    _shared_legend(fig, axes)
+    _finish_panels(fig, axes, "ooDML shift level / train-test FID",
+                   "Universal " + metric_label(metric))
     return fig
 
 
@@ -410,14 +414,8 @@ def fewshot_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | N
         if name is not None:
             ax.set_title(_scope_title(name))
         _draw_lines(ax, stats, "shots", styles, colors)
-    xlabel, ylabel = "Support images per class (shots; 0 = zero-shot)", metric_label(metric)
-    if len(axes) == 1:
-        axes[0].set_xlabel(xlabel)
-        axes[0].set_ylabel(ylabel)
-    else:
-        fig.supxlabel(xlabel, fontsize=8)
-        fig.supylabel(ylabel, fontsize=8)
-    _shared_legend(fig, axes)
+    _finish_panels(fig, axes, "Support images per class (shots; 0 = zero-shot)",
+                   metric_label(metric))
     return fig
 
 
