@@ -35,6 +35,24 @@ def test_matches_brute_force_per_dataset_and_universal(chunk_size):
         _check(res.per_dataset[ds], ref, exc)
 
 
+@pytest.mark.parametrize("chunk_size", [None, 5])
+def test_queries_grouped_by_needed_neighbours_match_brute_force(chunk_size):
+    # Without MAP@1000 each query needs max(8, R) neighbours: class sizes 1..40 spread the
+    # queries over several k groups (8, 16, 32, 64), each searched with its own k.
+    rng = np.random.default_rng(3)
+    emb, labels, datasets = clustered_embeddings(rng, 5, (1, 40), 8, spread=1.3, n_datasets=3)
+    n = len(emb)
+    is_q, is_g = np.ones(n, bool), np.ones(n, bool)
+    spec = MetricSpec(map_at_1000=False, nmi=False, f1=False)
+    res = evaluate(emb, labels, datasets, metrics=spec, chunk_size=chunk_size)
+    for scope in [None, *np.unique(datasets)]:
+        ref, exc = brute_force(emb, labels, datasets, is_q, is_g, scope=scope)
+        got = res.universal if scope is None else res.per_dataset[scope]
+        for key in KEYS[:-1]:
+            assert got[key] == pytest.approx(ref[key], abs=1e-6), (scope, key)
+        assert got["num_excluded_queries"] == exc
+
+
 def test_inshop_style_query_gallery_and_mixed_datasets():
     rng = np.random.default_rng(1)
     emb, labels, datasets = clustered_embeddings(rng, 8, (2, 7), 6, spread=1.2, n_datasets=2)

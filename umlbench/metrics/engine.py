@@ -153,10 +153,18 @@ def _need(spec: MetricSpec, r: np.ndarray) -> np.ndarray:
     return need
 
 
-def _chunks(n: int, k: int, chunk_size: int | None):
-    size = chunk_size or max(64, min(16384, _CHUNK_BYTES // (_BYTES_PER_ENTRY * (k + 1))))
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
+def _query_chunks(need: np.ndarray, k: int, chunk_size: int | None):
+    """Yield (query positions, k for them): queries grouped by how many neighbours they need
+    (rounded up to a power of two, at most ``k``), each group cut into chunks whose (Q, k)
+    temporaries fit ``_CHUNK_BYTES``. Most queries of a benchmark need few neighbours (SOP's
+    MAP@R needs <= 11), so searching each group with its own k avoids paying the largest
+    class's k for every query; the metrics read only the first ``need`` columns."""
+    bucket = np.minimum(2 ** np.ceil(np.log2(np.maximum(need, 1))).astype(np.int64), k)
+    for kb in np.unique(bucket):
+        ids = np.flatnonzero(bucket == kb)
+        size = chunk_size or max(64, min(16384, _CHUNK_BYTES // (_BYTES_PER_ENTRY * (kb + 1))))
+        for start in range(0, len(ids), size):
+            yield ids[start:start + size], int(kb)
 
 
 def evaluate(
@@ -222,11 +230,12 @@ def evaluate(
     uni = {m: np.zeros(len(qrows)) for m in names}
     per = {m: np.zeros(len(qrows)) for m in names}
     exact = np.zeros(len(qrows), bool)
-    k = int(min(max(need.max(initial=1), 1), max(len(grows) - in_gallery.max(initial=0), 1)))
+    k_max = int(min(max(need.max(initial=1), 1), max(len(grows) - in_gallery.max(initial=0), 1)))
 
     searcher = make_searcher(x[grows], device, backend)
     if names and universal:
-        for sl in _chunks(len(qrows), k, chunk_size):
+        done = 0
+        for sl, k in _query_chunks(need, k_max, chunk_size):
             _, idx = search_excluding_self(searcher, x[qrows[sl]], self_pos[sl], k)
             ok = idx >= 0
             safe = np.where(ok, idx, 0)
@@ -247,9 +256,10 @@ def evaluate(
                 if len(rows):
                     sub = _score(rel_d[rows], r_safe[sl][rows], freq[sl][rows], metrics)
                     for m, v in sub.items():
-                        per[m][sl.start + rows] = v
+                        per[m][sl[rows]] = v
+            done += len(sl)
             if progress:
-                progress(sl.stop, len(qrows))
+                progress(done, len(qrows))
     if names and per_dataset:
         _fallback_per_dataset(x, qrows, grows, self_pos, qcls, gcls, qds, gds, r_safe, freq,
                               need_ds, exact, per, metrics, device, backend, chunk_size)
@@ -295,9 +305,9 @@ def _fallback_per_dataset(x, qrows, grows, self_pos, qcls, gcls, qds, gds, r, fr
         local = np.full(len(grows), -1, np.int64)
         local[g_idx] = np.arange(len(g_idx))
         sp = np.where(self_pos[q_idx] >= 0, local[np.maximum(self_pos[q_idx], 0)], -1)
-        k = int(max(1, min(need_ds[q_idx].max(initial=1), len(g_idx) - (sp >= 0).max())))
+        k_max = int(max(1, min(need_ds[q_idx].max(initial=1), len(g_idx) - (sp >= 0).max())))
         searcher = make_searcher(x[grows[g_idx]], device, backend)
-        for sl in _chunks(len(q_idx), k, chunk_size):
+        for sl, k in _query_chunks(need_ds[q_idx], k_max, chunk_size):
             rows = q_idx[sl]
             _, idx = search_excluding_self(searcher, x[qrows[rows]], sp[sl], k)
             ok = idx >= 0
