@@ -101,6 +101,9 @@ def _stats(sel: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 def _styles(labels: list[str]) -> dict[str, tuple[str, str]]:
     """Colour and marker per label, in label order, so a method looks the same everywhere."""
     colors = matplotlib.colormaps["tab10"].colors
+    if len(labels) > len(colors):  # tab20's dark tones, then its light ones: no colour repeats
+        pairs = matplotlib.colormaps["tab20"].colors
+        colors = pairs[0::2] + pairs[1::2]
     return {lab: (colors[i % len(colors)], _MARKERS[i % len(_MARKERS)])
             for i, lab in enumerate(labels)}
 
