@@ -258,3 +258,24 @@ def test_reference_rows_without_values_add_no_board_rows(results_dir):
     board, warnings = _board(results_dir)
     assert warnings == []
     assert board.rows == ["PUMA", "Full FT", "Paper method (reported)", "Linear probe"]
+
+
+def test_oodml_rows_grouped_by_dataset_and_bold_within_each(tmp_path):
+    from umlbench.results.store import records_frame
+
+    recs = []
+    # mini-cars is listed first in the records; the board still puts mini-cub (suite order) first.
+    for d, scores in (("mini-cars", {"puma": 0.30, "linear": 0.40}),
+                      ("mini-cub", {"puma": 0.80, "linear": 0.70})):
+        for m, v in scores.items():
+            for lv in (1, 2):
+                recs.append(make_record(method=m, display=m.upper(), universal=v - 0.1 * lv,
+                                        run_id=f"{m}-{d}-{lv}",
+                                        protocol={"name": "oodml", "dataset": d, "level": lv,
+                                                  "fid": 10.0 * lv}))
+    board = build_board(records_frame(recs), protocol="oodml")
+    assert board.rows == ["PUMA / mini-cub", "LINEAR / mini-cub",
+                          "LINEAR / mini-cars", "PUMA / mini-cars"]
+    md = render(board, "markdown").splitlines()[2:]
+    # Best per column within each dataset: PUMA on mini-cub, LINEAR on mini-cars, never across.
+    assert [line.count("**") // 2 for line in md] == [3, 0, 3, 0]

@@ -44,6 +44,8 @@ class Board:
     n: pd.Series
     params: pd.Series
     reported: pd.Series  # bool per row
+    # Rows compared with each other (the dataset of an ooDML row); None = all rows.
+    groups: pd.Series | None = None
 
     @property
     def rows(self) -> list[str]:
@@ -123,9 +125,14 @@ def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str 
     grouped = per_seed.groupby(level="row")
     mean, std, n = grouped.mean(), grouped.std(ddof=1), grouped.size()
     meta = sel.drop_duplicates("row").set_index("row")
+    groups = meta["dataset"].astype(str).reindex(mean.index)
     board = Board(metric, columns, mean, std, n, meta["trainable"].reindex(mean.index),
-                  (meta["source"] == "reported").reindex(mean.index))
-    return _sorted(board, sort or "auc")
+                  (meta["source"] == "reported").reindex(mean.index), groups)
+    board = _sorted(board, sort or "auc")
+    # Datasets in suite order, each a block of methods in the requested order: levels of
+    # different datasets are different splits, so rows are compared only within a dataset.
+    rank = {d: i for i, d in enumerate(_dataset_order(sel.assign(scope=sel["dataset"])))}
+    return _reordered(board, sorted(board.rows, key=lambda r: rank[board.groups[r]]))
 
 
 def _sorted(board: Board, key: str | None) -> Board:
@@ -139,8 +146,13 @@ def _sorted(board: Board, key: str | None) -> Board:
     else:
         raise UserError(f"cannot sort by {key!r}; use one of: name, trainable, "
                         + ", ".join(board.columns))
+    return _reordered(board, order)
+
+
+def _reordered(board: Board, order: list[str]) -> Board:
     return Board(board.metric, board.columns, board.mean.loc[order], board.std.loc[order],
-                 board.n.loc[order], board.params.loc[order], board.reported.loc[order])
+                 board.n.loc[order], board.params.loc[order], board.reported.loc[order],
+                 None if board.groups is None else board.groups.loc[order])
 
 
 def _pct(v: float) -> float:
@@ -167,13 +179,16 @@ def _params(v) -> str:
     return f"{int(v)}"
 
 
-def _best(board: Board) -> dict[str, str | None]:
-    """Row with the best mean per column; reported rows are shown but never marked best."""
-    best = {}
+def _best(board: Board) -> dict[str, set[str]]:
+    """Rows with the best mean per column (one per group of comparable rows); reported rows are
+    shown but never marked best."""
+    best: dict[str, set[str]] = {}
     measured = board.mean[~board.reported.astype(bool)]
+    groups = (pd.Series("", index=board.mean.index) if board.groups is None
+              else board.groups).loc[measured.index]
     for col in board.columns:
         s = measured[col].dropna()
-        best[col] = s.idxmax() if len(s) else None
+        best[col] = {s[groups.loc[s.index] == g].idxmax() for g in groups.loc[s.index].unique()}
     return best
 
 
@@ -186,7 +201,7 @@ def _grid(board: Board, bold) -> tuple[list[str], list[list[str]]]:
         cells = [row, "–" if board.reported.get(row) else str(n)]
         for col in board.columns:
             text = _cell(board.mean.at[row, col], board.std.at[row, col], n)
-            cells.append(bold(text) if best[col] == row and text != "–" else text)
+            cells.append(bold(text) if row in best[col] and text != "–" else text)
         cells.append(_params(board.params.get(row)))
         body.append(cells)
     return header, body
