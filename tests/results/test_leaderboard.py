@@ -22,7 +22,7 @@ from tests.results.test_record import make_record
 from umlbench.errors import UserError
 from umlbench.results.leaderboard import build_board, render
 from umlbench.results.record import RunRecord, write_record
-from umlbench.results.store import load_reference, load_store
+from umlbench.results.store import load_reference, load_store, records_frame
 
 GOLDEN = Path(__file__).parent / "golden"
 SHIPPED_REFERENCE = Path(__file__).parents[2] / "results" / "reference"
@@ -261,8 +261,6 @@ def test_reference_rows_without_values_add_no_board_rows(results_dir):
 
 
 def test_oodml_rows_grouped_by_dataset_and_bold_within_each(tmp_path):
-    from umlbench.results.store import records_frame
-
     recs = []
     # mini-cars is listed first in the records; the board still puts mini-cub (suite order) first.
     for d, scores in (("mini-cars", {"puma": 0.30, "linear": 0.40}),
