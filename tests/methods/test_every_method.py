@@ -50,5 +50,5 @@ def test_specific_finetune_counts_every_model_and_ensembles(env_root):
                                                              "train.batch_size=16"])
     [(uni, _)] = run(one, results_dir=env_root / "r", work_dir=env_root / "w")
     assert rec.params["trainable"] == 3 * uni.params["trainable"]  # three datasets in FAST
-    assert rec.display_name == "Finetune-specific (proxy_anchor)"
+    assert rec.display_name == "Fine-tuning, specific (Proxy-Anchor)"
     assert {h["dataset"] for h in rec.history} == {"mini-cub", "mini-flowers", "mini-aircraft"}
