@@ -417,8 +417,9 @@ def fewshot_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | N
         if name is not None:
             ax.set_title(_scope_title(name))
         _draw_lines(ax, stats, "shots", styles, colors)
-    _finish_panels(fig, axes, "Support images per class (shots; 0 = zero-shot)",
-                   metric_label(metric))
+    xlabel = ("Training images per class (K)" if (pts["protocol"] == "fewshot-train").all()
+              else "Support images per class (shots; 0 = zero-shot)")
+    _finish_panels(fig, axes, xlabel, metric_label(metric))
     return fig
 
 
