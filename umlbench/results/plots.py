@@ -244,21 +244,6 @@ def params_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | No
     return fig
 
 
-def _variant(sel: pd.DataFrame, parts: list[str]) -> pd.Series:
-    """Suffix such as " / CUB" naming each of ``parts`` that takes more than one value, so
-    that each (method, variant) gets its own line."""
-    def name(col: str, v: object) -> str:
-        if pd.isna(v):
-            return "?"
-        return f"L{int(v)}" if col == "level" else _scope_title(str(v))
-
-    out = pd.Series("", index=sel.index)
-    for col in parts:
-        if sel[col].nunique(dropna=True) > 1:
-            out = out + " / " + sel[col].map(lambda v, c=col: name(c, v))
-    return out
-
-
 def _draw_lines(ax, stats: pd.DataFrame, xcol: str, styles: dict[str, tuple[str, str]],
                 colors: dict[str, object] | None = None) -> None:
     """One line per (label, variant): colour and marker by method, dash by variant; with
@@ -406,11 +391,12 @@ def fewshot_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | N
     legend = [f"L{lv}" for lv in levels] if colors else labels
     fig, axes = _panels(len(groups), legend)
     for ax, (name, part) in zip(axes, groups):
+        # Within a panel the dataset is fixed; levels get their own lines only when there are
+        # several of them (then coloured easy to hard).
+        variant = ""
         if colors:
             lv = pd.to_numeric(part["level"], errors="coerce")
             variant = lv.map(lambda v: "" if pd.isna(v) else f" / L{int(v)}")
-        else:
-            variant = _variant(part, ["dataset", "level"])
         stats = _stats(part.assign(variant=variant), ["label", "variant", "shots"])
         shots = sorted(stats["shots"].unique())
         ax.set_xticks(shots, [f"{s:g}" for s in shots])
