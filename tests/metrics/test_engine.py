@@ -21,18 +21,20 @@ def _check(res_scope, ref, excluded, keys=KEYS):
     assert res_scope["num_excluded_queries"] == excluded
 
 
+def _check_every_scope(res, emb, labels, datasets, keys=KEYS):
+    """Leave-one-out results against brute force, universal and for every dataset."""
+    all_rows = np.ones(len(emb), bool)
+    for scope in [None, *np.unique(datasets)]:
+        got = res.universal if scope is None else res.per_dataset[scope]
+        _check(got, *brute_force(emb, labels, datasets, all_rows, all_rows, scope=scope), keys)
+
+
 @pytest.mark.parametrize("chunk_size", [None, 7])
 def test_matches_brute_force_per_dataset_and_universal(chunk_size):
     rng = np.random.default_rng(0)
     emb, labels, datasets = clustered_embeddings(rng, 6, (1, 9), 8, spread=1.0, n_datasets=3)
-    n = len(emb)
-    is_q, is_g = np.ones(n, bool), np.ones(n, bool)
     res = evaluate(emb, labels, datasets, metrics=RETRIEVAL, chunk_size=chunk_size)
-    ref, exc = brute_force(emb, labels, datasets, is_q, is_g)
-    _check(res.universal, ref, exc)
-    for ds in np.unique(datasets):
-        ref, exc = brute_force(emb, labels, datasets, is_q, is_g, scope=ds)
-        _check(res.per_dataset[ds], ref, exc)
+    _check_every_scope(res, emb, labels, datasets)
 
 
 @pytest.mark.parametrize("chunk_size", [None, 5])
@@ -41,13 +43,9 @@ def test_queries_grouped_by_needed_neighbours_match_brute_force(chunk_size):
     # queries over several k groups (8, 16, 32, 64), each searched with its own k.
     rng = np.random.default_rng(3)
     emb, labels, datasets = clustered_embeddings(rng, 5, (1, 40), 8, spread=1.3, n_datasets=3)
-    n = len(emb)
-    is_q, is_g = np.ones(n, bool), np.ones(n, bool)
     spec = MetricSpec(map_at_1000=False, nmi=False, f1=False)
     res = evaluate(emb, labels, datasets, metrics=spec, chunk_size=chunk_size)
-    for scope in [None, *np.unique(datasets)]:
-        got = res.universal if scope is None else res.per_dataset[scope]
-        _check(got, *brute_force(emb, labels, datasets, is_q, is_g, scope=scope), keys=KEYS[:-1])
+    _check_every_scope(res, emb, labels, datasets, keys=KEYS[:-1])
 
 
 def test_inshop_style_query_gallery_and_mixed_datasets():

@@ -15,7 +15,8 @@ Four kinds, each a pure ``<kind>_figure(df, ...) -> Figure`` that reads only the
   each, coloured from easy to hard; one panel per dataset.
 
 :func:`plot_kind` builds one of them and writes PNG (300 dpi) and/or SVG. Figures are sized for
-a single column (3.5 in), small multiples for the full text width (7 in), and built on the Agg canvas without pyplot, so nothing global changes.
+a single column (3.5 in), small multiples for the full text width (7 in), and built on the Agg
+canvas without pyplot, so nothing global changes.
 """
 
 from __future__ import annotations
@@ -255,7 +256,8 @@ def _draw_lines(ax, stats: pd.DataFrame, xcol: str, styles: dict[str, tuple[str,
         color, marker = styles[label]
         ls = _LINESTYLES[variants.index(variant) % len(_LINESTYLES)]
         if colors is not None:
-            color, ls = colors.get(variant, "0.4"), _LINESTYLES[labels.index(label) % len(_LINESTYLES)]
+            color = colors.get(variant, "0.4")
+            ls = _LINESTYLES[labels.index(label) % len(_LINESTYLES)]
         x, m, sd = s[xcol].to_numpy(float), s["mean"].to_numpy(), s["std"].to_numpy()
         name = (label + variant) if colors is None or len(labels) > 1 else variant.strip(" /")
         ax.plot(x, m, color=color, marker=marker, ls=ls, label=name)
