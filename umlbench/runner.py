@@ -19,7 +19,7 @@ from umlbench.config import (SUITE_CONFIG_DIR, RunConfig, from_dict, load_yaml, 
 from umlbench.env import git_commit, hardware, package_versions
 from umlbench.errors import UserError
 from umlbench.methods import METHODS, DataInfo, Method
-from umlbench.protocols.base import PROTOCOLS, ProtocolData
+from umlbench.protocols.base import PROTOCOLS, ProtocolData, protocol_defaults
 from umlbench.results.record import RunRecord, new_run_id, write_record
 from umlbench.train.distributed import DistInfo, barrier, init_distributed
 from umlbench.train.trainer import Trainer, TrainingFailed, resolve_device, seed_everything
@@ -67,12 +67,10 @@ def build_config(
         protocol = (layer.get("protocol") or {}).get("name", protocol)
         shots = (layer.get("protocol") or {}).get("shots", shots)
     if protocol:
-        from umlbench.protocols.fewshot import derived_defaults
-
         pfile = Path(inspect.getfile(cls)).parent / "configs" / "protocol" / f"{protocol}.yaml"
         if pfile.exists():
             layers.append((str(pfile), load_yaml(pfile)))
-        layers.append((f"protocol {protocol}", derived_defaults(protocol, shots)))
+        layers.append((f"protocol {protocol}", protocol_defaults(protocol, shots)))
     if loss_name:
         lfile = Path(inspect.getfile(cls)).parent / "configs" / "loss" / f"{loss_name}.yaml"
         if lfile.exists():

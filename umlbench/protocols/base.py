@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 from umlbench import const as C
 from umlbench.data.prepare import Prepared
 
-__all__ = ["ProtocolData", "rows_for", "eval_rows", "PROTOCOLS"]
+__all__ = ["ProtocolData", "rows_for", "eval_rows", "PROTOCOLS", "protocol_defaults"]
 
 
 @dataclass
@@ -75,5 +76,16 @@ PROTOCOLS: dict[str, str] = {
     "uml": "umlbench.protocols.uml:build",
     "oodml": "umlbench.protocols.oodml:build",
     "fewshot": "umlbench.protocols.fewshot:build",
-    "fewshot-train": "umlbench.protocols.fewshot:build_fewshot_train",
+    "fewshot-train": "umlbench.protocols.fewshot_train:build",
 }
+
+
+def protocol_defaults(name: str, shots: int | None) -> dict:
+    """Config values a protocol implies (its module's ``derived_defaults``), or {} if none.
+
+    An unknown protocol name gives {} here; building its data later names the problem."""
+    if name not in PROTOCOLS:
+        return {}
+    module = importlib.import_module(PROTOCOLS[name].split(":")[0])
+    fn = getattr(module, "derived_defaults", None)
+    return fn(shots) if fn else {}

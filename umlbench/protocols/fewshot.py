@@ -9,9 +9,7 @@ batches of 2 images per class) and the remaining query images are scored before 
 and after ("few-shot") adaptation; results are mean +- 95% CI over episodes. Because the
 backbone is frozen during adaptation, the support images' pre-head features are computed once
 (eval transform) instead of being re-augmented at every iteration as in the reference.
-
-``fewshot-train`` (PUMA paper): the UML protocol with K training images per class of every
-dataset, a fixed subset per seed (without replacement when a class has >= K images).
+PUMA's few-shot *training* setting is a different protocol, in :mod:`umlbench.protocols.fewshot_train`.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import copy
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -28,26 +25,18 @@ from umlbench import const as C
 from umlbench.config import RunConfig
 from umlbench.errors import UserError
 from umlbench.metrics import MetricSpec, evaluate, mean_ci95
-from umlbench.protocols import oodml, uml
+from umlbench.protocols import oodml
 from umlbench.protocols.base import ProtocolData
 
-__all__ = ["build", "build_fewshot_train", "derived_defaults", "run_episodes",
-           "DEFAULT_ITERATIONS"]
+__all__ = ["build", "derived_defaults", "run_episodes", "DEFAULT_ITERATIONS"]
 
 # ooDML's scripts: 1000 iterations for 2-shot, 1500 for 5-shot (10-shot: unused there).
 DEFAULT_ITERATIONS = {2: 1000, 5: 1500, 10: 1500}
 
 
-def derived_defaults(protocol: str, shots: int | None) -> dict:
+def derived_defaults(shots: int | None) -> dict:
     """Config values that follow from the protocol (layered below the user's own settings)."""
-    if protocol == "fewshot-train":
-        if shots is None:
-            raise UserError("protocol fewshot-train needs --shots K (1, 2, 4, 8 or 16)")
-        per = max(1, 32 // shots)  # official: epochs = 32/K + 1, evaluated every 32/K
-        return {"train": {"epochs": per + 1, "eval_every": per}}
-    if protocol == "fewshot":
-        return {"train": {"select": "val"}}
-    return {}
+    return {"train": {"select": "val"}}
 
 
 def build(cfg: RunConfig, root: Path) -> ProtocolData:
@@ -57,22 +46,6 @@ def build(cfg: RunConfig, root: Path) -> ProtocolData:
     data = oodml.build(cfg, root)
     data.name = "fewshot"
     data.info = {**data.info, "name": "fewshot"}
-    return data
-
-
-def build_fewshot_train(cfg: RunConfig, root: Path) -> ProtocolData:
-    k = cfg.protocol.shots
-    if not k or k < 1:
-        raise UserError("protocol fewshot-train needs --shots K >= 1")
-    data = uml.build(cfg, root)
-    rng = np.random.default_rng([cfg.seed, 11, k])
-    parts = []
-    for target, rows in data.train.groupby("target", sort=True):
-        pick = rng.choice(len(rows), k, replace=len(rows) < k)
-        parts.append(rows.iloc[np.sort(pick)])
-    data.train = pd.concat(parts, ignore_index=True)
-    data.name = "fewshot-train"
-    data.info = {"name": "fewshot-train", "shots": k}
     return data
 
 
