@@ -330,42 +330,46 @@ def sweep(methods, seeds, suite, config_file, overrides, executor, slurm_opts, f
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--metrics", default=None,
               help="Comma-separated metric names (default: all).")
-def evaluate(embeddings, as_json, device, metrics):
+@click.option("--backend", default=None,
+              help="Search backend: torch (default), torch-fp32, faiss-cpu or faiss-gpu; all "
+                   "give the same exact scores.")
+def evaluate(embeddings, as_json, device, metrics, backend):
     """Score saved embeddings (.npz: embeddings, labels, datasets[, is_query, is_gallery])."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from umlbench.evaluate_file import evaluate_npz
+    from umlbench.evaluate_file import evaluate_npz, json_ready
+    from umlbench.metrics.knn import BACKENDS
 
-    with Progress(TextColumn("k-NN search (queries)"), BarColumn(), MofNCompleteColumn(),
+    if backend is not None and backend not in BACKENDS:
+        raise UserError(f"unknown --backend {backend!r}; known: {', '.join(BACKENDS)}")
+    with Progress(TextColumn("similarity blocks"), BarColumn(), MofNCompleteColumn(),
                   console=console, transient=True,
                   disable=not console.is_terminal) as progress:
-        task = progress.add_task("knn", total=None)
+        task = progress.add_task("search", total=None)
         res = evaluate_npz(Path(embeddings), device=device,
-                           metrics=metrics.split(",") if metrics else None,
+                           metrics=metrics.split(",") if metrics else None, backend=backend,
                            progress=lambda done, total: progress.update(task, completed=done,
                                                                         total=total))
     if as_json:
-        click.echo(json.dumps(res.to_dict(), indent=2, default=_json_default))
+        click.echo(json.dumps(json_ready(res.to_dict()), indent=2, allow_nan=False))
         return
     table = Table(title=f"{embeddings} ({res.backend}, {res.seconds:.1f}s)")
     names = [k for k in res.universal if not k.startswith("num_")]
     table.add_column("scope")
     for k in names:
         table.add_column(k, justify="right")
+    table.add_column("excluded", justify="right")
     for scope, vals in list(res.per_dataset.items()) + [("universal", res.universal)]:
-        table.add_row(scope, *[_fmt(vals.get(k)) for k in names])
+        table.add_row(scope, *[_fmt(vals.get(k)) for k in names],
+                      str(vals.get("num_excluded_queries", 0)))
     out.print(table)
-    out.print(f"harmonic mean R@1 {_fmt(res.harmonic_mean)}, mean {_fmt(res.arithmetic_mean)}")
+    if res.per_dataset:
+        out.print(f"harmonic mean of per-dataset {res.summary_metric} "
+                  f"{_fmt(res.harmonic_mean)}, arithmetic mean {_fmt(res.arithmetic_mean)}")
 
 
 def _fmt(v) -> str:
     return "–" if v is None or v != v else f"{100 * v:.2f}"
-
-
-def _json_default(o):
-    if hasattr(o, "item"):
-        return o.item()
-    raise TypeError(type(o).__name__)
 
 
 @cli.command()

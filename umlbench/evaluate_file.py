@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -10,15 +11,16 @@ import numpy as np
 from umlbench.errors import UserError
 from umlbench.metrics import DEFAULT_METRICS, EvalResult, MetricSpec, evaluate
 
-__all__ = ["evaluate_npz", "REQUIRED", "OPTIONAL"]
+__all__ = ["OPTIONAL", "REQUIRED", "evaluate_npz", "json_ready"]
 
 REQUIRED = ("embeddings", "labels", "datasets")
 OPTIONAL = ("is_query", "is_gallery")
 
 
 def evaluate_npz(path: Path, device: str = "cpu", metrics: list[str] | None = None,
-                 progress=None) -> EvalResult:
+                 progress=None, backend: str | None = None) -> EvalResult:
     """Load ``path`` and evaluate; every input problem is a one-line UserError naming the file."""
+    spec = MetricSpec.from_names(metrics) if metrics else DEFAULT_METRICS
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -33,18 +35,33 @@ def evaluate_npz(path: Path, device: str = "cpu", metrics: list[str] | None = No
     if emb.dtype.kind not in "fiu":
         raise UserError(f"{path}: embeddings must be numeric, got dtype {emb.dtype}")
     labels = arrays["labels"]
-    if labels.dtype.kind not in "iu":
-        raise UserError(f"{path}: labels must be integers, got dtype {labels.dtype}")
+    if labels.dtype.kind not in "biufUS":
+        raise UserError(f"{path}: labels must be integers or strings, got dtype {labels.dtype}")
     flags = {}
     for key in OPTIONAL:
         if key in arrays:
             if arrays[key].dtype != bool:
                 raise UserError(f"{path}: {key} must be a bool array, got {arrays[key].dtype}")
             flags[key] = arrays[key]
-    spec = MetricSpec.from_names(metrics) if metrics else DEFAULT_METRICS
     try:
-        return evaluate(emb.astype(np.float32), labels, arrays["datasets"].astype(str),
-                        flags.get("is_query"), flags.get("is_gallery"), metrics=spec,
-                        device=device, progress=progress)
+        # Not cast to float32 here: the engine normalises in float64, so float64 values beyond
+        # float32's range still score correctly.
+        return evaluate(emb, labels, arrays["datasets"].astype(str), flags.get("is_query"),
+                        flags.get("is_gallery"), metrics=spec, device=device, backend=backend,
+                        progress=progress)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None
+
+
+def json_ready(value):
+    """``EvalResult.to_dict()`` with NaN (a scope whose every query was excluded) as None, so
+    that the output is valid JSON; the scope's ``num_excluded_queries`` says why."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

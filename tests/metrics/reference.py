@@ -5,13 +5,34 @@ from __future__ import annotations
 import numpy as np
 
 
+def unit_rows(emb) -> np.ndarray:
+    """The engine's input to ranking: rows normalised in float64, stored as float32."""
+    x = np.asarray(emb, np.float64)
+    x = x / np.abs(x).max(axis=1, keepdims=True)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def exact_ints(x32: np.ndarray) -> list[list[int]]:
+    """float32 rows as integers scaled by 2**149 (every float32 is a multiple of 2**-149)."""
+    return [[int(v) for v in (r.astype(np.float64) * 2.0**149)] for r in x32]
+
+
+def exact_sims(ints: list[list[int]], i: int, rows) -> list[int]:
+    """Exact dot products of row i with ``rows`` (scaled by 2**298): equal means equal."""
+    return [sum(a * b for a, b in zip(ints[i], ints[j])) for j in rows]
+
+
 def brute_force(emb, labels, datasets, is_query, is_gallery, ks=(1, 2, 4, 8), scope=None):
-    """Per-query metric values by full sorting. ``scope``: restrict to one dataset (or None)."""
-    x = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-    x = x.astype(np.float64)
+    """Per-query metric values by full sorting. ``scope``: restrict to one dataset (or None).
+
+    Similarity is the exact dot product of the float32 unit rows (the engine's definition);
+    equal similarities rank the smaller gallery index first."""
+    x = unit_rows(emb)
+    ints = exact_ints(x)
     n = len(x)
     rows = np.arange(n) if scope is None else np.flatnonzero(datasets == scope)
     gallery = [j for j in rows if is_gallery[j]]
+    gpos = {j: p for p, j in enumerate(gallery)}
     out = {f"recall@{k}": [] for k in ks}
     for m in ("precision@1", "r_precision", "map@r", "map@1000"):
         out[m] = []
@@ -20,15 +41,15 @@ def brute_force(emb, labels, datasets, is_query, is_gallery, ks=(1, 2, 4, 8), sc
         if not is_query[i]:
             continue
         cands = [j for j in gallery if j != i]
-        same = lambda j: labels[j] == labels[i] and datasets[j] == datasets[i]  # noqa: E731
-        r = sum(same(j) for j in cands)
+        relevant = {j for j in cands if labels[j] == labels[i] and datasets[j] == datasets[i]}
+        r = len(relevant)
         if r == 0:
             excluded += 1
             continue
-        sims = np.array([x[i] @ x[j] for j in cands])
+        sims = exact_sims(ints, i, cands)
         # Sort by similarity descending, ties by smaller gallery position.
-        order = sorted(range(len(cands)), key=lambda t: (-sims[t], gallery.index(cands[t])))
-        rel = [same(cands[t]) for t in order]
+        order = sorted(range(len(cands)), key=lambda t: (-sims[t], gpos[cands[t]]))
+        rel = [cands[t] in relevant for t in order]
         for k in ks:
             out[f"recall@{k}"].append(float(any(rel[:k])))
         out["precision@1"].append(float(rel[0]))
@@ -46,7 +67,7 @@ def brute_force(emb, labels, datasets, is_query, is_gallery, ks=(1, 2, 4, 8), sc
                 hits += 1
                 ap += hits / pos
         out["map@1000"].append(ap / freq)
-    means = {m: float(np.mean(v)) for m, v in out.items()}
+    means = {m: float(np.mean(v)) if v else float("nan") for m, v in out.items()}
     return means, excluded
 
 
@@ -77,3 +98,56 @@ def clustered_embeddings(rng, n_classes, per_class, dim, spread=0.6, n_datasets=
     labels = cls % n_classes
     datasets = np.array([f"ds{c // n_classes}" for c in cls])
     return emb.astype(np.float32), labels, datasets
+
+
+def knn_bruteforce(emb, k, qrows, grows):
+    """Exact k nearest gallery positions of each query row (the query itself removed by
+    index): (Q, k) int64, -1 where the gallery is too small."""
+    x = unit_rows(emb)
+    ints = exact_ints(x)
+    out = np.full((len(qrows), k), -1, np.int64)
+    for a, i in enumerate(qrows):
+        cands = [p for p, j in enumerate(grows) if j != i]
+        sims = exact_sims(ints, i, [grows[p] for p in cands])
+        order = sorted(range(len(cands)), key=lambda t: (-sims[t], cands[t]))[:k]
+        out[a, :len(order)] = [cands[t] for t in order]
+    return out
+
+
+def kmeans_bruteforce(x32, k, seed, niter=20):
+    """The engine's k-means (clustering.py docstring), written as loops with exact rational
+    scores x.c - |c|^2/2 and ties to the smaller centroid index."""
+    from fractions import Fraction
+
+    n, dim = x32.shape
+    rng = np.random.default_rng(seed)
+    cent = x32[np.sort(rng.choice(n, k, replace=False))].copy()
+
+    def exact(v):
+        return [Fraction(float(a)) for a in v]
+
+    xs = [exact(v) for v in x32]
+
+    def assign(cent):
+        cs = [exact(c) for c in cent]
+        out = []
+        for xv in xs:
+            scores = [sum(a * b for a, b in zip(xv, c)) - sum(b * b for b in c) / 2 for c in cs]
+            best = max(scores)
+            out.append(scores.index(best))
+        return np.array(out)
+
+    labels = assign(cent)
+    for it in range(niter):
+        if it:
+            labels = assign(cent)
+        new = cent.copy()
+        for c in range(k):
+            members = np.flatnonzero(labels == c)
+            if len(members):
+                total = np.zeros(dim)
+                for m in members:
+                    total += x32[m].astype(np.float64)
+                new[c] = (total / len(members)).astype(np.float32)
+        cent = new
+    return assign(cent)

@@ -1,6 +1,7 @@
-"""Retrieval and clustering metrics, and the engine that computes them in bounded memory."""
+"""Retrieval and clustering metrics, and the engine that computes them exactly."""
 
-from umlbench.metrics.engine import DEFAULT_METRICS, RETRIEVAL_ONLY, EvalResult, MetricSpec, evaluate
+from umlbench.metrics.engine import EvalResult, class_codes, evaluate
+from umlbench.metrics.spec import DEFAULT_METRICS, RETRIEVAL_ONLY, MetricSpec
 from umlbench.metrics.summary import arithmetic_mean, harmonic_mean, mean_ci95
 
 __all__ = [
@@ -8,8 +9,9 @@ __all__ = [
     "RETRIEVAL_ONLY",
     "EvalResult",
     "MetricSpec",
+    "arithmetic_mean",
+    "class_codes",
     "evaluate",
     "harmonic_mean",
-    "arithmetic_mean",
     "mean_ci95",
 ]

@@ -1,36 +1,47 @@
 """Clustering metrics: NMI and pairwise F1 of a k-means clustering with k = number of classes.
 
-Follows ooDML/Revisiting-DML: Lloyd k-means (faiss, 20 iterations, no subsampling), each point
-assigned to its nearest centroid, then scikit-learn's NMI (arithmetic normalisation) and the
-pairwise F1 of Song et al. (precision/recall over pairs of samples). One deliberate difference:
-ooDML uses k = number of *training* classes; umlbench uses the number of classes being clustered.
+Follows ooDML/Revisiting-DML: Lloyd k-means (20 iterations, no subsampling; ``kmeans.py``), each
+point assigned to its nearest centroid, then scikit-learn's NMI (arithmetic normalisation) and
+the pairwise F1 of Song et al. (precision/recall over pairs of samples). One deliberate
+difference: ooDML uses k = number of *training* classes; umlbench uses the number of classes
+being clustered.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import normalized_mutual_info_score
 
-__all__ = ["kmeans_assign", "nmi", "pairwise_f1"]
+from umlbench.metrics.kmeans import kmeans
+
+__all__ = ["cluster_scores", "kmeans_assign", "nmi", "pairwise_f1"]
 
 
-def kmeans_assign(x: np.ndarray, k: int, seed: int = 1234, niter: int = 20, gpu: bool = False):
-    """Cluster ``x`` (N, D) float32 into ``k`` clusters; returns (N,) int64 cluster ids."""
-    import faiss
-
+def kmeans_assign(x: np.ndarray, k: int, seed: int = 1234, niter: int = 20,
+                  device: str = "cpu", mode: str = "fp32") -> np.ndarray:
+    """Cluster ``x`` (N, D) float32 unit rows into ``k`` clusters; (N,) int64 cluster ids."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    k = max(1, min(k, len(x)))
-    km = faiss.Kmeans(
-        x.shape[1], k, niter=niter, seed=seed, gpu=gpu, verbose=False,
-        min_points_per_centroid=1, max_points_per_centroid=10**9,
-    )
-    km.train(x)
-    _, assign = km.index.search(x, 1)
-    return assign[:, 0].astype(np.int64)
+    norm_sq = float((x.astype(np.float64) ** 2).sum(1).max(initial=1.0))
+    return kmeans(x, k, seed=seed, niter=niter, device=device, mode=mode, norm_sq=norm_sq)
+
+
+def cluster_scores(searcher, cls: np.ndarray, rows: np.ndarray, metrics, seed: int) -> dict:
+    """NMI and/or F1 of the rows ``rows`` of the searcher's embeddings, k = their classes."""
+    classes = cls[rows]
+    k = len(np.unique(classes))
+    assign = kmeans(np.ascontiguousarray(searcher.x[rows]), k, seed=seed,
+                    device=str(searcher.device), mode=searcher.mode, norm_sq=searcher.norm_sq)
+    out = {}
+    if metrics.nmi:
+        out["nmi"] = nmi(classes, assign)
+    if metrics.f1:
+        out["f1"] = pairwise_f1(classes, assign)
+    return out
 
 
 def nmi(classes: np.ndarray, clusters: np.ndarray) -> float:
     """Normalised mutual information between class labels (N,) and cluster ids (N,)."""
+    from sklearn.metrics import normalized_mutual_info_score
+
     return float(normalized_mutual_info_score(classes, clusters))
 
 

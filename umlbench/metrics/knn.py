@@ -1,10 +1,11 @@
-"""Exact k-nearest-neighbour search by cosine similarity, in bounded memory.
+"""Exact search by cosine similarity: candidate backends behind one interface.
 
-Backends, chosen by :func:`make_searcher`:
-    ``faiss-cpu``  ``faiss.knn`` (blocked BLAS + heaps; never materialises a Q x G matrix);
-    ``faiss-gpu``  ``faiss.knn_gpu`` when faiss was built with CUDA (the ``gpu`` extra);
-    ``torch``      chunked matmul + ``topk`` on any torch device (fallback when faiss-gpu is
-                   missing, and the reference the GPU equality test compares against).
+Backends, chosen by :class:`Searcher` (every one gives the same exact results; see ``exact.py``):
+    ``torch``      blocked matmul with a threshold per query (``blockpass.py``); bf16 units where
+                   the device has them (CPU avx512_bf16/AMX, CUDA), else float32. The default.
+    ``torch-fp32`` the same pass in IEEE float32 (the "exact fp32" reference of the benchmark).
+    ``faiss-cpu``  ``faiss.knn`` (float32 BLAS + heaps), k doubled until the list is complete.
+    ``faiss-gpu``  ``faiss.knn_gpu``; it allows k <= 2048, so larger k merges gallery shards.
 
 Tie rule (documented in the README): among neighbours with exactly equal similarity, the one with
 the smaller gallery index ranks first. The query itself is removed *by index* (never by
@@ -14,146 +15,160 @@ similarity), so a duplicate image of the query still counts as a neighbour.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["Searcher", "make_searcher", "search_excluding_self", "has_faiss_gpu"]
+from umlbench.metrics import blockpass
+from umlbench.metrics.candidates import MARGIN, Candidates, collect_topk, sharded_search
+from umlbench.metrics.exact import compare_pairs, dot_error_bound, ref_dots
 
-try:  # faiss is a hard dependency, but keep the torch path usable without it
-    import faiss
-except ImportError:  # pragma: no cover
-    faiss = None
+__all__ = ["BACKENDS", "K_LIMIT", "Searcher", "exact_knn", "has_faiss_gpu"]
+
+BACKENDS = ("torch", "torch-fp32", "torch-bf16", "faiss-cpu", "faiss-gpu")
+# Largest k one faiss call accepts (faiss-gpu: 2048); tests lower it to exercise the merging.
+K_LIMIT: dict[str, int | None] = {"faiss-cpu": None, "faiss-gpu": 2048}
+
+
+def _faiss():
+    import faiss  # imported lazily: it costs memory and time and is not the default backend
+
+    return faiss
 
 
 def has_faiss_gpu() -> bool:
-    return faiss is not None and hasattr(faiss, "knn_gpu") and faiss.get_num_gpus() > 0
+    try:
+        faiss = _faiss()
+    except ImportError:  # pragma: no cover
+        return False
+    return hasattr(faiss, "knn_gpu") and faiss.get_num_gpus() > 0
 
 
-@dataclass
 class Searcher:
-    """Top-k inner-product search of query chunks against a fixed gallery."""
+    """Candidate search over the rows of ``x`` (N, D) float32 unit vectors."""
 
-    backend: str
-    gallery: np.ndarray  # (G, D) float32, L2-normalised
-    _search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(Q, D) float32 -> sims (Q, k) float32 descending, idx (Q, k) int64 (-1 = none)."""
-        k_eff = min(k, len(self.gallery))
-        sims, idx = self._search(np.ascontiguousarray(queries, dtype=np.float32), k_eff)
-        if k_eff < k:
-            pad = k - k_eff
-            sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf)
-            idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=-1)
-        return _order_ties(sims, idx.astype(np.int64, copy=False))
-
-
-def _order_ties(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Re-sort only the rows that contain equal similarities by (-similarity, index)."""
-    rows = np.flatnonzero((sims[:, 1:] == sims[:, :-1]).any(axis=1))
-    if len(rows):
-        s, i = sims[rows], idx[rows]
-        big = np.where(i < 0, np.iinfo(np.int64).max, i)
-        order = _row_lexsort(-s, big)
-        sims[rows] = np.take_along_axis(s, order, 1)
-        idx[rows] = np.take_along_axis(i, order, 1)
-    return sims, idx
-
-
-def _row_lexsort(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
-    """Per-row argsort by (primary, secondary), both (R, K)."""
-    order2 = np.argsort(secondary, axis=1, kind="stable")
-    p = np.take_along_axis(primary, order2, 1)
-    order1 = np.argsort(p, axis=1, kind="stable")
-    return np.take_along_axis(order2, order1, 1)
-
-
-def _faiss_cpu(gallery: np.ndarray):
-    def search(q: np.ndarray, k: int):
-        return faiss.knn(q, gallery, k, metric=faiss.METRIC_INNER_PRODUCT)
-
-    return search
-
-
-def _faiss_gpu(gallery: np.ndarray, device_id: int):
-    res = faiss.StandardGpuResources()
-
-    def search(q: np.ndarray, k: int):
-        return faiss.knn_gpu(res, q, gallery, k, metric=faiss.METRIC_INNER_PRODUCT,
-                             device=device_id)
-
-    return search
-
-
-def _torch(gallery: np.ndarray, device: torch.device, block: int = 65536):
-    g = torch.from_numpy(gallery).to(device)
-
-    @torch.no_grad()
-    def search(q: np.ndarray, k: int):
-        qt = torch.from_numpy(q).to(device)
-        best_s = best_i = None
-        # Gallery blocks bound the (Q x block) similarity matrix; results merged by topk.
-        for start in range(0, g.shape[0], block):
-            s = qt @ g[start : start + block].T
-            kk = min(k, s.shape[1])
-            bs, bi = s.topk(kk, dim=1)
-            bi = bi + start
-            if best_s is not None:
-                bs, pos = torch.cat([best_s, bs], 1), torch.cat([best_i, bi], 1)
-                top = bs.topk(min(k, bs.shape[1]), dim=1)
-                bs, bi = top.values, pos.gather(1, top.indices)
-            best_s, best_i = bs, bi
-        return best_s.float().cpu().numpy(), best_i.cpu().numpy()
-
-    return search
-
-
-def make_searcher(gallery: np.ndarray, device: str = "cpu", backend: str | None = None) -> Searcher:
-    """Pick the search backend for ``device`` ("cpu", "cuda", "cuda:1", ...).
-
-    ``backend`` forces "faiss-cpu", "faiss-gpu" or "torch".
-    """
-    gallery = np.ascontiguousarray(gallery, dtype=np.float32)
-    dev = torch.device(device)
-    if backend is None:
-        if dev.type == "cuda":
-            backend = "faiss-gpu" if has_faiss_gpu() else "torch"
+    def __init__(self, x: np.ndarray, device: str = "cpu", backend: str | None = None,
+                 block: tuple[int, int] | None = None, norm_sq: float = 1.0,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.x, self.device, self.block, self.norm_sq = x, torch.device(device), block, norm_sq
+        self.progress = progress
+        backend = backend or "torch"
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown k-NN backend {backend!r}; known: {', '.join(BACKENDS)}")
+        if backend == "torch":
+            fast = self.device.type == "cuda" or blockpass.cpu_has_bf16()
+            self.mode = "bf16" if fast else "fp32"
         else:
-            backend = "faiss-cpu" if faiss is not None else "torch"
-    if backend == "faiss-cpu":
-        fn = _faiss_cpu(gallery)
-    elif backend == "faiss-gpu":
-        fn = _faiss_gpu(gallery, dev.index or 0)
-    elif backend == "torch":
-        fn = _torch(gallery, dev)
-    else:
-        raise ValueError(f"unknown k-NN backend {backend!r}")
-    return Searcher(backend, gallery, fn)
+            self.mode = "bf16" if backend == "torch-bf16" else "fp32"
+        self.kind = backend
+        self.backend = f"torch-{self.mode}" if backend.startswith("torch") else backend
+        self.eps = dot_error_bound(x.shape[1], self.mode, norm_sq)
+        self._xa: torch.Tensor | None = None
+
+    @property
+    def xa(self) -> torch.Tensor:
+        if self._xa is None:
+            self._xa = blockpass.prepare(self.x, self.device, self.mode)
+        return self._xa
+
+    def own_class_threshold(self, qrow, grow, qcls, gcls, use_max: bool) -> np.ndarray:
+        """Per query, a threshold every needed neighbour reaches (see ``engine.py``): the best
+        (``use_max``) or worst relevant similarity minus both error bounds. (Q,) float64;
+        +inf where a query has no relevant item."""
+        v = blockpass.own_class_best(self.xa, qrow, grow, qcls, gcls, use_max, self.mode)
+        t = v - 2 * self.eps - MARGIN  # own-class pass and candidate pass share self.mode
+        return np.where(np.isnan(v), np.inf, t)
+
+    def candidates(self, qrow: np.ndarray, grow: np.ndarray, self_pos: np.ndarray,
+                   t: np.ndarray, cap: np.ndarray, qkey: np.ndarray | None = None,
+                   gkey: np.ndarray | None = None) -> Candidates:
+        """Every gallery item with ``s_hat >= t`` per query (``candidates.Candidates``)."""
+        if self.kind.startswith("torch"):
+            return blockpass.collect_blocks(self.xa, qrow, grow, self_pos, t, cap, self.mode,
+                                            self.norm_sq, qkey=qkey, gkey=gkey,
+                                            block=self.block, progress=self.progress)
+        gallery = np.ascontiguousarray(self.x[grow])
+        search = sharded_search(self._shard_fn(gallery), len(gallery), K_LIMIT[self.kind] or
+                                len(gallery))
+        return collect_topk(search, self.x[qrow], len(gallery), self_pos, t, cap, self.eps,
+                            self.backend)
+
+    def _shard_fn(self, gallery: np.ndarray):
+        faiss = _faiss()
+        if self.kind == "faiss-gpu":
+            res = faiss.StandardGpuResources()
+
+            def shard(q, a, b, k):
+                return faiss.knn_gpu(res, np.ascontiguousarray(q), gallery[a:b], k,
+                                     metric=faiss.METRIC_INNER_PRODUCT,
+                                     device=self.device.index or 0)
+        else:
+            def shard(q, a, b, k):
+                return faiss.knn(np.ascontiguousarray(q), gallery[a:b], k,
+                                 metric=faiss.METRIC_INNER_PRODUCT)
+        return shard
 
 
-def search_excluding_self(
-    searcher: Searcher, queries: np.ndarray, self_pos: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k neighbours with each query's own gallery entry removed by index.
+def exact_knn(x: np.ndarray, k: int, qrow: np.ndarray | None = None,
+              grow: np.ndarray | None = None, self_pos: np.ndarray | None = None,
+              **searcher_args) -> tuple[np.ndarray, np.ndarray]:
+    """The exact k nearest gallery items of each query, index for index.
 
-    Args:
-        queries: (Q, D) float32.
-        self_pos: (Q,) int64, the query's position in the gallery, or -1 if it is not there.
-        k: neighbours to return.
-    Returns:
-        sims (Q, k) float32 and idx (Q, k) int64 (gallery positions; -1 where none).
+    x: (N, D) float32 unit rows; qrow/grow: query and gallery rows (default: all, leave-one-out);
+    self_pos: (Q,) position of each query in the gallery, -1 if absent (default: derived).
+    Returns idx (Q, k) int64 gallery positions (-1 where the gallery is too small) and sims
+    (Q, k) float64 (the float64 values of the exact ranking; NaN where idx is -1).
     """
-    if not (self_pos >= 0).any():
-        return searcher.search(queries, k)
-    sims, idx = searcher.search(queries, k + 1)
-    drop = idx == self_pos[:, None]
-    # If the query is not among its k+1 neighbours (more than k exact duplicates ahead of it),
-    # drop the last column instead so every row keeps k entries.
-    missing = ~drop.any(axis=1)
-    drop[missing, -1] = True
-    # A row can match itself at most once (gallery positions are unique).
-    keep = ~drop
-    q = len(queries)
-    return sims[keep].reshape(q, k), idx[keep].reshape(q, k)
+    n = len(x)
+    qrow = np.arange(n) if qrow is None else np.asarray(qrow, np.int64)
+    grow = np.arange(n) if grow is None else np.asarray(grow, np.int64)
+    if self_pos is None:
+        where = np.full(n, -1, np.int64)
+        where[grow] = np.arange(len(grow))
+        self_pos = where[qrow]
+    searcher = Searcher(x, **searcher_args)
+    cap = np.full(len(qrow), k, np.int64)
+    cand = searcher.candidates(qrow, grow, self_pos, np.full(len(qrow), -np.inf), cap)
+    eps64 = dot_error_bound(x.shape[1], "fp64", searcher.norm_sq)
+    idx = np.full((len(qrow), k), -1, np.int64)
+    sims = np.full((len(qrow), k), np.nan)
+    order = np.lexsort((-cand.s, cand.q))
+    q, g, s = cand.q[order], cand.g[order], cand.s[order].astype(np.float64)
+    ref = ref_dots(x, qrow[q], grow[g])
+    bounds = np.searchsorted(q, np.arange(len(qrow) + 1))
+    for i in range(len(qrow)):
+        a, b = bounds[i], bounds[i + 1]
+        ranked = _exact_order(x, qrow[i], grow, g[a:b], s[a:b], ref[a:b], searcher.eps, eps64)
+        top = ranked[:k]
+        idx[i, :len(top)] = g[a:b][top]
+        sims[i, :len(top)] = ref[a:b][top]
+    return idx, sims
+
+
+def _exact_order(x, qr, grow, g, s, ref, eps, eps64) -> np.ndarray:
+    """Positions of one query's candidates (sorted by s_hat, descending) in exact order."""
+    out = list(range(len(g)))
+    # Runs of s_hat closer than 2 eps may be in any exact order: sort each run exactly.
+    breaks = np.flatnonzero(s[:-1] - s[1:] > 2 * eps) + 1
+    for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(g)]):
+        if b - a < 2:
+            continue
+        run = list(range(a, b))
+        run.sort(key=lambda p: (-ref[p], g[p]))
+        # float64 may not separate neighbours in the run: insertion-sort with exact comparisons.
+        for i in range(1, len(run)):
+            j = i
+            while j > 0 and _before(x, qr, grow, g, ref, run[j], run[j - 1], eps64):
+                run[j - 1], run[j] = run[j], run[j - 1]
+                j -= 1
+        out[a:b] = run
+    return np.asarray(out, np.int64)
+
+
+def _before(x, qr, grow, g, ref, p, o, eps64) -> bool:
+    """Whether candidate p ranks before candidate o (exact similarity, then gallery index)."""
+    if abs(ref[p] - ref[o]) > 2 * eps64:
+        return ref[p] > ref[o]
+    sign = compare_pairs(x, np.array([qr]), np.array([grow[g[p]]]), np.array([grow[g[o]]]),
+                         ref[p:p + 1], ref[o:o + 1], eps64)[0]
+    return sign > 0 or (sign == 0 and g[p] < g[o])

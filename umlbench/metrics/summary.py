@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["harmonic_mean", "arithmetic_mean", "mean_ci95"]
+__all__ = ["arithmetic_mean", "harmonic_mean", "mean_ci95"]
 
 
 def harmonic_mean(values: Iterable[float]) -> float:

@@ -1,0 +1,153 @@
+"""The reference similarity, rounding-error bounds, and exact comparisons.
+
+**Reference.** Embeddings are L2-normalised in float64 and stored as float32 unit vectors ``x``.
+The similarity of rows i and j is the *exact real number* ``sum_d x[i, d] * x[j, d]`` of those
+float32 values; neighbours are ranked by it, and exactly equal similarities put the smaller
+gallery index first. Nothing else is rounded, so the ranking does not depend on the BLAS kernel,
+the number of threads, the block size or the device.
+
+**How it is computed.** A fast pass (bf16 or fp32 GEMM, or faiss) gives approximations ``s_hat``
+with a proven bound ``|s_hat - s| <= eps`` (:func:`dot_error_bound`). Two items whose
+approximations differ by more than ``2 * eps`` are ordered by the approximation; only pairs closer
+than that are compared with float64 dot products (bound :data:`U64`-based, ~1e-14), and the rare
+pairs that float64 cannot separate either (exact duplicates, adversarial inputs) are compared in
+integer arithmetic, which is exact.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from umlbench.errors import UserError
+
+__all__ = [
+    "U32",
+    "U64",
+    "UBF16",
+    "compare_pairs",
+    "compare_to_value",
+    "dot_error_bound",
+    "exact_dot",
+    "normalise",
+    "ref_dots",
+]
+
+U32 = 2.0**-24  # unit roundoff of float32 (round to nearest)
+UBF16 = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits)
+U64 = 2.0**-53
+_TINY = 1e-30  # absorbs flushed subnormal products/sums (at most ~D * 2**-126)
+_SCALE = 149  # every float32 is an integer multiple of 2**-149
+_CHUNK_PAIRS = 4096
+
+
+def _gamma(n: int, u: float) -> float:
+    return n * u / (1 - n * u)
+
+
+def dot_error_bound(dim: int, mode: str, norm_sq: float = 1.0) -> float:
+    """Bound on ``|s_hat - s|`` for a dot product of two rows with squared norms <= ``norm_sq``.
+
+    ``mode``: "fp32" (float32 products and float32 accumulation of float32 inputs, in any order
+    and with or without FMA), "bf16" (inputs rounded to bfloat16 to nearest, exact products,
+    float32 accumulation: oneDNN/AMX, TF32 and bf16 tensor cores all qualify) or "fp64".
+    Uses sum |x_d y_d| <= |x| |y| <= norm_sq.
+    """
+    if mode == "fp32":
+        rel = (1 + U32) * (1 + _gamma(dim, U32)) - 1
+    elif mode == "bf16":
+        rel = (1 + UBF16) ** 2 * (1 + _gamma(dim, U32)) - 1
+    elif mode == "fp64":
+        rel = (1 + U64) * (1 + _gamma(dim, U64)) - 1
+    else:
+        raise ValueError(f"unknown precision mode {mode!r}")
+    return rel * norm_sq * (1 + 1e-12) + _TINY
+
+
+def normalise(emb: np.ndarray, chunk: int = 1 << 15) -> np.ndarray:
+    """(N, D) float array -> (N, D) float32 unit rows, normalised in float64.
+
+    Each row is first divided by its largest absolute value (exact up to one rounding), so
+    values near the float limits neither overflow nor underflow. NaN/inf and all-zero rows are
+    a UserError that names the rows.
+    """
+    emb = np.asarray(emb)
+    n = len(emb)
+    out = np.empty(emb.shape, np.float32)
+    bad, zero = [], []
+    for start in range(0, n, chunk):
+        block = emb[start:start + chunk].astype(np.float64)
+        finite = np.isfinite(block).all(axis=1)
+        bad.extend((start + np.flatnonzero(~finite)).tolist())
+        block[~finite] = 1.0
+        peak = np.abs(block).max(axis=1, keepdims=True)
+        zero.extend((start + np.flatnonzero(peak[:, 0] == 0)).tolist())
+        peak[peak == 0] = 1.0
+        block /= peak
+        norm = np.linalg.norm(block, axis=1, keepdims=True)
+        norm[norm == 0] = 1.0
+        block /= norm
+        out[start:start + chunk] = block
+    if bad:
+        raise UserError(f"embeddings contain NaN or inf in {len(bad)} row(s): {_rows(bad)}")
+    if zero:
+        raise UserError(f"embeddings contain {len(zero)} all-zero row(s) (cosine similarity is "
+                        f"undefined): {_rows(zero)}")
+    return out
+
+
+def _rows(rows: list[int], show: int = 8) -> str:
+    head = ", ".join(str(r) for r in rows[:show])
+    return f"rows {head}" + (f" and {len(rows) - show} more" if len(rows) > show else "")
+
+
+def ref_dots(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float64 dot products of rows ``a[i]`` and ``b[i]`` of ``x`` (N, D) float32 -> (P,).
+
+    The products of two float32 are exact in float64; the sum is within
+    ``dot_error_bound(D, "fp64")`` of the exact value, whatever the kernel does."""
+    out = np.empty(len(a), np.float64)
+    for s in range(0, len(a), _CHUNK_PAIRS):  # small chunks: the gathered rows stay in cache
+        out[s:s + _CHUNK_PAIRS] = np.einsum("ij,ij->i", x[a[s:s + _CHUNK_PAIRS]],
+                                            x[b[s:s + _CHUNK_PAIRS]], dtype=np.float64)
+    return out
+
+
+def _int_row(v: np.ndarray) -> list[int]:
+    # float32 -> integer multiple of 2**-149, exactly (float64 holds float32 and 2**149 exactly).
+    return [int(f) for f in (v.astype(np.float64) * 2.0**_SCALE)]
+
+
+def exact_dot(x: np.ndarray, i: int, j: int) -> Fraction:
+    """The exact real dot product of float32 rows i and j of ``x``."""
+    total = sum(p * q for p, q in zip(_int_row(x[i]), _int_row(x[j])))
+    return Fraction(total, 1 << (2 * _SCALE))
+
+
+def compare_pairs(x: np.ndarray, q: np.ndarray, a: np.ndarray, b: np.ndarray,
+                  sa: np.ndarray, sb: np.ndarray, eps64: float) -> np.ndarray:
+    """Sign of ``s(q, a) - s(q, b)`` (rows of ``x``), given float64 values ``sa``/``sb`` within
+    ``eps64`` of the exact ones: (P,) int8 in {-1, 0, 1}. Pairs float64 cannot separate are
+    settled exactly; identical rows are equal without arithmetic."""
+    diff = sa - sb
+    out = np.sign(diff).astype(np.int8)
+    unsure = np.flatnonzero(np.abs(diff) <= 2 * eps64)
+    for p in unsure.tolist():
+        if a[p] == b[p] or np.array_equal(x[a[p]], x[b[p]]):
+            out[p] = 0
+            continue
+        d = exact_dot(x, q[p], a[p]) - exact_dot(x, q[p], b[p])
+        out[p] = (d > 0) - (d < 0)
+    return out
+
+
+def compare_to_value(x: np.ndarray, q: np.ndarray, a: np.ndarray, s: np.ndarray,
+                     value: np.ndarray, eps64: float) -> np.ndarray:
+    """Sign of ``s(q, a) - value`` (value float64, exact), given float64 ``s`` within ``eps64``."""
+    diff = s - value
+    out = np.sign(diff).astype(np.int8)
+    for p in np.flatnonzero(np.abs(diff) <= eps64).tolist():
+        d = exact_dot(x, q[p], a[p]) - Fraction(float(value[p]))
+        out[p] = (d > 0) - (d < 0)
+    return out
