@@ -16,9 +16,11 @@ from rich.console import Console
 from umlbench import paths
 from umlbench.config import (SUITE_CONFIG_DIR, RunConfig, from_dict, load_yaml, merge,
                              parse_overrides, to_dict)
+from umlbench.data.registry import dataset_recall_ks
 from umlbench.env import git_commit, hardware, package_versions
 from umlbench.errors import UserError
 from umlbench.methods import METHODS, DataInfo, Method
+from umlbench.metrics import MetricSpec
 from umlbench.protocols.base import PROTOCOLS, ProtocolData, protocol_defaults
 from umlbench.results.record import RunRecord, new_run_id, write_record
 from umlbench.train.distributed import DistInfo, barrier, init_distributed
@@ -213,7 +215,11 @@ def evaluate_protocol(method: Method, model, data: ProtocolData, trainer: Traine
                 "harmonic": None,
             })
         return out
-    result = method.evaluate(model, data, data.test, trainer)
+    # The configured metrics everywhere, plus each dataset's literature Recall@K list in its
+    # own scope (universal and the harmonic mean keep the configured ones).
+    spec = MetricSpec.from_names(trainer.cfg.eval.metrics).with_dataset_recall_ks(
+        dataset_recall_ks(data.datasets))
+    result = method.evaluate(model, data, data.test, trainer, metrics=spec)
     return [{"protocol": dict(data.info),
              "metrics": {"per_dataset": result.per_dataset, "universal": result.universal,
                          "summary": result.summary},

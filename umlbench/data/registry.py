@@ -15,7 +15,8 @@ import pandas as pd
 
 from umlbench.registry import Registry
 
-__all__ = ["Resource", "DatasetSpec", "DATASETS", "SUITES", "suite_datasets"]
+__all__ = ["Resource", "DatasetSpec", "DATASETS", "SUITES", "dataset_recall_ks",
+           "suite_datasets"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class DatasetSpec:
     parse: Callable[[Path], pd.DataFrame] | None = None
     generate: Callable[..., tuple[pd.DataFrame, object]] | None = None
     citation: str = ""
+    # The Recall@K list the DML literature reports for this dataset (1, 10, 100, 1000 on SOP;
+    # 1, 10, 20, 30 on In-shop; 1, 2, 4, 8 elsewhere; the official PUMA helpers.get_accuracy
+    # names the same lists). Every run scores these Ks on the dataset, beside eval.metrics.
+    recall_ks: tuple[int, ...] = (1, 2, 4, 8)
 
     @property
     def generated(self) -> bool:
@@ -80,6 +85,11 @@ SUITES: dict[str, tuple[str, ...]] = {
     ),
     "uml": ("cub", "cars", "sop", "inshop", "nabirds", "dogs", "flowers", "aircraft"),
 }
+
+
+def dataset_recall_ks(names) -> dict[str, tuple[int, ...]]:
+    """Each dataset's Recall@K list; names the registry does not know get none."""
+    return {n: DATASETS.get(n).recall_ks for n in names if n in DATASETS}
 
 
 def suite_datasets(suite: str) -> tuple[str, ...]:

@@ -1,50 +1,63 @@
 """Candidate lists: every gallery item whose approximate similarity reaches a query's threshold.
 
-A candidate pass returns, for each query, the gallery items with ``s_hat >= t[q]`` (self
-excluded), where ``s_hat`` is within ``eps`` of the exact similarity (see ``exact.py``). The
-caller's threshold comes from the query's own class (see ``engine.py``); when a query collects far
-more than the ``cap`` neighbours any metric needs (a badly trained model), its threshold is raised
-to ``(cap-th best s_hat) - 2 eps - margin``. Nothing that can reach rank ``cap`` is ever dropped.
+A candidate pass selects, for each query, the gallery items with ``s_hat >= t[q]`` (self
+excluded), where the selecting value ``s_hat`` is within ``eps`` of the exact similarity (see
+``exact.py``). Each selected item is stored with a value within ``eps_val`` of the exact one
+(the torch pass recomputes it in float64, so ``eps_val`` is ~1e-7 while ``eps`` is ~8e-3 for
+bf16). The caller's threshold comes from the query's own class (``engine.py``); when a query
+collects far more than the ``cap`` neighbours any metric needs (a badly trained model), its
+threshold is raised to what its ``cap``-th best item proves. Nothing that can reach rank ``cap``
+is ever dropped.
 
-Backends differ only in how they find these items: the torch block pass (``blockpass.py``) reads
-a threshold per query directly; faiss returns the top k, so k doubles until the list is complete
-down to the threshold (``collect_topk``), and searches limited to k <= 2048 (faiss-gpu) are
-merged over gallery shards (``sharded_search``).
+Backends differ only in how they select: the torch block pass (``blockpass.py``) reads a
+threshold per query directly; faiss returns the top k, so k doubles until the list is complete
+down to the threshold (``collect_topk``), and searches limited to k <= 2048 (faiss-gpu) merge
+gallery shards (``sharded_search``).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MARGIN", "Candidates", "Store", "collect_topk", "sharded_search"]
+__all__ = ["BUCKET", "MARGIN", "Candidates", "Store", "collect_topk", "sharded_search"]
 
 MARGIN = 1e-9  # slack between a raised threshold and the values that justify it
+BUCKET = 8192  # candidates are kept in groups of this many consecutive query indices
 _BASE_LIMIT = 1 << 22  # stored entries before the first check for over-budget queries
 BUDGET_SLACK = 64  # a query may hold 2 * cap + BUDGET_SLACK candidates before pruning
 
 
 @dataclass
 class Candidates:
-    """Candidates of Q queries (flat arrays, any order).
+    """Candidates of Q queries, in groups of consecutive query indices.
 
-    q, g: (M,) int64 query index and gallery position; s: (M,) float32 approximate similarity.
-    t: (Q,) float64; every gallery item other than the query itself with ``s_hat >= t[q]`` is
-    listed. pruned: (Q,) bool, True where ``t`` was raised above the requested threshold; then at
-    least ``cap[q]`` listed items have ``s_hat >= t[q] + 2 eps + MARGIN``.
-    eps: bound on ``|s_hat - s|``; backend: what produced them.
+    parts[b] = (q, g, s): (M_b,) int64 query index (b * BUCKET <= q < (b + 1) * BUCKET), int64
+    gallery position, float32 value (within ``eps_val`` of the exact similarity).
+    t: (Q,) float64: every gallery item other than the query itself whose selecting
+    approximation (within ``eps``) reaches ``t[q]`` is listed. pruned: (Q,) bool, True where
+    ``t`` was raised above the requested threshold; then at least ``cap[q]`` listed values are
+    ``>= t[q] + eps + eps_val + MARGIN``.
     """
 
-    q: np.ndarray
-    g: np.ndarray
-    s: np.ndarray
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
     t: np.ndarray
     pruned: np.ndarray
     eps: float
+    eps_val: float
     backend: str
+
+    def groups(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """(first query index, q, g, s) per group, in query order."""
+        for b, (q, g, s) in enumerate(self.parts):
+            yield b * BUCKET, q, g, s
+
+    @property
+    def size(self) -> int:
+        return sum(len(p[0]) for p in self.parts)
 
 
 def budget(cap: np.ndarray) -> np.ndarray:
@@ -52,17 +65,32 @@ def budget(cap: np.ndarray) -> np.ndarray:
     return 2 * np.asarray(cap, np.int64) + BUDGET_SLACK
 
 
-class Store:
-    """Growing candidate lists with per-query thresholds that rise when a query over-collects."""
+def _raise(t, pruned, cap, q, s, over, base, eps, eps_val) -> np.ndarray:
+    """Raise the thresholds of the over-budget queries ``over`` (local to ``base``) to what
+    their cap-th best value proves; returns the mask of items to keep."""
+    order = np.lexsort((-s, q))
+    starts = np.searchsorted(q[order], base + over)
+    kth = s[order][starts + cap[base + over] - 1].astype(np.float64)
+    new = kth - eps_val - eps - MARGIN
+    up = new > t[base + over]
+    idx = base + over[up]
+    t[idx] = new[up]
+    pruned[idx] = True
+    # Keep every item whose selecting value may reach the new threshold.
+    return s.astype(np.float64) >= t[q] - eps - eps_val
 
-    def __init__(self, t: np.ndarray, cap: np.ndarray, eps: float) -> None:
+
+class Store:
+    """Growing candidate lists, grouped by query, with thresholds that rise when a query
+    over-collects."""
+
+    def __init__(self, t: np.ndarray, cap: np.ndarray, eps: float, eps_val: float) -> None:
         self.t = np.asarray(t, np.float64).copy()
         self.cap = np.maximum(np.asarray(cap, np.int64), 1)
         self.budget = budget(self.cap)
-        self.eps = eps
+        self.eps, self.eps_val = eps, eps_val
         self.pruned = np.zeros(len(self.t), bool)
-        self.count = np.zeros(len(self.t), np.int64)
-        self.chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.chunks: list[list] = [[] for _ in range(-(-len(self.t) // BUCKET))]
         self.size = 0
         self.limit = _BASE_LIMIT
         self.changed = False  # thresholds raised since the caller last looked
@@ -70,49 +98,53 @@ class Store:
     def add(self, q: np.ndarray, g: np.ndarray, s: np.ndarray) -> None:
         if not len(q):
             return
-        self.chunks.append((q.astype(np.int32), g.astype(np.int32), s.astype(np.float32)))
-        self.count += np.bincount(q, minlength=len(self.count))
+        q, g, s = q.astype(np.int32), g.astype(np.int32), s.astype(np.float32)
+        b = q // BUCKET
+        lo, hi = int(b.min()), int(b.max())
+        if lo == hi:
+            self.chunks[lo].append((q, g, s))
+        else:
+            order = np.argsort(b, kind="stable")
+            cuts = np.searchsorted(b[order], np.arange(lo, hi + 2))
+            for k, (a, e) in enumerate(itertools.pairwise(cuts)):
+                if e > a:
+                    sel = order[a:e]
+                    self.chunks[lo + k].append((q[sel], g[sel], s[sel]))
         self.size += len(q)
         if self.size > self.limit:
             self._compact()
             self.limit = 2 * self.size + _BASE_LIMIT
 
-    def _compact(self) -> None:
-        over = self.count > self.budget
-        if not over.any():
-            return
-        q, g, s = self._concat()
-        sel = over[q]
-        keep_q, keep_g, keep_s = q[~sel], g[~sel], s[~sel]
-        oq, og, os_ = q[sel], g[sel], s[sel]
-        order = np.lexsort((-os_, oq))
-        oq, og, os_ = oq[order], og[order], os_[order]
-        starts = np.searchsorted(oq, np.arange(len(self.t)))
-        idx = np.flatnonzero(over)
-        kth = os_[starts[idx] + self.cap[idx] - 1].astype(np.float64)
-        self.t[idx] = np.maximum(self.t[idx], kth - 2 * self.eps - MARGIN)
-        self.pruned[idx] = True
-        ok = os_.astype(np.float64) >= self.t[oq]
-        q = np.concatenate([keep_q, oq[ok]])
-        g = np.concatenate([keep_g, og[ok]])
-        s = np.concatenate([keep_s, os_[ok]])
-        self.chunks = [(q, g, s)]
-        self.count = np.bincount(q, minlength=len(self.t)).astype(np.int64)
-        self.size = len(q)
-        self.changed = True
-
-    def _concat(self):
-        if not self.chunks:
+    def _part(self, b: int):
+        c = self.chunks[b]
+        if not c:
             e = np.zeros(0, np.int32)
             return e, e, np.zeros(0, np.float32)
-        return tuple(np.concatenate([c[i] for c in self.chunks]) for i in range(3))
+        if len(c) > 1:
+            c[:] = [tuple(np.concatenate([x[i] for x in c]) for i in range(3))]
+        return c[0]
+
+    def _compact(self) -> None:
+        self.size = 0
+        for b in range(len(self.chunks)):
+            q, g, s = self._part(b)
+            base = b * BUCKET
+            count = np.bincount(q - base, minlength=min(BUCKET, len(self.t) - base))
+            over = np.flatnonzero(count > self.budget[base:base + len(count)])
+            if len(over):
+                keep = _raise(self.t, self.pruned, self.cap, q, s, over, base, self.eps,
+                              self.eps_val)
+                self.chunks[b] = [(q[keep], g[keep], s[keep])]
+                self.changed = True
+            self.size += len(self.chunks[b][0][0]) if self.chunks[b] else 0
 
     def finish(self, backend: str) -> Candidates:
-        q, g, s = self._concat()
-        self.chunks = []
-        # Items stored under an earlier, lower threshold are kept: a superset is still complete.
-        return Candidates(q.astype(np.int64), g.astype(np.int64), s, self.t, self.pruned,
-                          self.eps, backend)
+        parts = []
+        for b in range(len(self.chunks)):
+            q, g, s = self._part(b)
+            self.chunks[b] = []
+            parts.append((q.astype(np.int64), g.astype(np.int64), s))
+        return Candidates(parts, self.t, self.pruned, self.eps, self.eps_val, backend)
 
 
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -124,37 +156,35 @@ def collect_topk(search: SearchFn, queries: np.ndarray, gallery_size: int, self_
 
     ``search(queries (Q, D) float32, k)`` returns sims (Q, k) descending, gallery positions
     (Q, k) (-1 = none) and ``complete`` (Q,): every item with ``s_hat > complete`` is in the row.
+    The values stored are the search's own (``eps_val == eps``).
     """
     t = np.asarray(t, np.float64).copy()
     cap = np.maximum(np.asarray(cap, np.int64), 1)
-    pruned = np.zeros(len(t), bool)
-    out_q, out_g, out_s = [], [], []
+    store = Store(t, cap, eps, eps)
+    store.limit = np.iinfo(np.int64).max  # top-k lists are bounded already
     todo = np.flatnonzero(t < np.inf)
     k = int(min(gallery_size, 1 << int(np.ceil(np.log2(cap.min(initial=1) + 17)))))
     while len(todo):
         sims, idx, complete = search(queries[todo], min(k + 1, gallery_size))
-        own = idx == self_pos[todo, None]
-        valid = (idx >= 0) & ~own
+        valid = (idx >= 0) & (idx != self_pos[todo, None])
         # Complete down to t: the row reaches below the threshold, or holds the whole gallery.
-        done = (complete < t[todo]) | (k + 1 >= gallery_size)
-        # Or: cap items are so far above the row's end that nothing missing can reach rank cap.
+        done = (complete < store.t[todo]) | (k + 1 >= gallery_size)
+        # Or: cap items lie so far above the row's end that nothing missing can reach rank cap.
         vals = np.where(valid, sims, -np.inf).astype(np.float64)
-        kth = np.sort(vals, axis=1)[:, ::-1][np.arange(len(todo)),
-                                             np.minimum(cap[todo], vals.shape[1]) - 1]
+        kth = -np.sort(-vals, axis=1)[np.arange(len(todo)),
+                                      np.minimum(cap[todo], vals.shape[1]) - 1]
         raise_to = kth - 2 * eps - MARGIN
         can_raise = ~done & (cap[todo] <= valid.sum(1)) & (raise_to > complete)
-        t[todo[can_raise]] = np.maximum(t[todo[can_raise]], raise_to[can_raise])
-        pruned[todo[can_raise]] = True
+        hit = todo[can_raise]
+        up = raise_to[can_raise] > store.t[hit]
+        store.t[hit[up]] = raise_to[can_raise][up]
+        store.pruned[hit[up]] = True
         fin = done | can_raise
-        rows, cols = np.nonzero(valid[fin] & (vals[fin] >= t[todo[fin], None]))
-        out_q.append(todo[fin][rows])
-        out_g.append(idx[fin][rows, cols])
-        out_s.append(sims[fin][rows, cols].astype(np.float32))
+        rows, cols = np.nonzero(valid[fin] & (vals[fin] >= store.t[todo[fin], None]))
+        store.add(todo[fin][rows], idx[fin][rows, cols], sims[fin][rows, cols])
         todo = todo[~fin]
         k = min(gallery_size, 2 * k)
-    cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))
-    return Candidates(cat(out_q, np.int64), cat(out_g, np.int64), cat(out_s, np.float32), t,
-                      pruned, eps, backend)
+    return store.finish(backend)
 
 
 def sharded_search(search_shard: Callable[[np.ndarray, int, int, int], tuple],

@@ -18,9 +18,10 @@ searched again within their dataset.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from umlbench.errors import UserError
 from umlbench.metrics import retrieval
 from umlbench.metrics.exact import normalise
 from umlbench.metrics.knn import Searcher
+from umlbench.metrics.candidates import BUCKET
 from umlbench.metrics.ranks import relevant_ranks
 from umlbench.metrics.spec import DEFAULT_METRICS, RETRIEVAL_ONLY, MetricSpec
 from umlbench.metrics.summary import arithmetic_mean, harmonic_mean
@@ -159,14 +161,26 @@ class _Problem:
 
 
 def _search(searcher: Searcher, x, p: _Problem, spec: MetricSpec, cap, need_ds, norm_sq):
-    """Exact ranks of the relevant items of every query of ``p``."""
-    r, _ = p.relevant_counts()
+    """Per-query scores of every query of ``p``: (whole gallery, own dataset, covered_ds)."""
+    r, freq = p.relevant_counts()
     use_max = not (spec.needs_r or spec.map_at_1000)  # only the first relevant item matters
     t = searcher.own_class_threshold(p.qrow, p.grow, p.qcls, p.gcls, use_max)
     t[r < 1] = np.inf
-    cand = searcher.candidates(p.qrow, p.grow, p.self_pos, t, cap, qkey=p.qcls, gkey=p.gcls)
-    return relevant_ranks(x, cand, p.qrow, p.grow, p.qcls, p.gcls, p.qds, p.gds, need_ds,
-                          norm_sq)
+    cand = searcher.candidates(p.qrow, p.grow, p.self_pos, t, cap)
+    nq = len(p.qrow)
+    uni = {m: np.zeros(nq) for m in spec.retrieval_names}
+    own = {m: np.zeros(nq) for m in spec.retrieval_names}
+    covered = np.zeros(nq, bool)
+    for base, q, g, s in cand.groups():
+        n = min(len(cand.t) - base, BUCKET)
+        rk = relevant_ranks(x, base, n, q, g, s, cand.t, cand.pruned, cand.eps, cand.eps_val,
+                            p.qrow, p.grow, p.qcls, p.gcls, p.qds, p.gds, need_ds, norm_sq)
+        sl = slice(base, base + n)
+        for out, pos in ((uni, rk.pos), (own, rk.pos_ds)):
+            for m, v in _scores(rk.owner, pos, rk.j, r[sl], freq[sl], n, spec).items():
+                out[m][sl] = v
+        covered[sl] = rk.covered_ds
+    return uni, own, covered
 
 
 def evaluate(
@@ -205,9 +219,6 @@ def evaluate(
     is_gallery = np.ones(n, bool) if is_gallery is None else np.asarray(is_gallery, bool)
     _validate(emb, labels, datasets, is_query, is_gallery)
     codes = class_codes(labels)
-    x = normalise(emb)
-    norm_sq = max(float((x[i:i + 65536].astype(np.float64) ** 2).sum(1).max())
-                  for i in range(0, n, 65536))
     uniq, first_row, inv = np.unique(datasets, return_index=True, return_inverse=True)
     ds_names = uniq[np.argsort(first_row)]  # datasets in order of first appearance
     ds_code = np.argsort(np.argsort(first_row))[inv.reshape(-1)]
@@ -215,45 +226,63 @@ def evaluate(
     label_code = np.unique(codes, return_inverse=True)[1].reshape(-1)
     cls = np.unique(ds_code * (label_code.max() + 1) + label_code,
                     return_inverse=True)[1].reshape(-1)
+    # Working order: rows that are query and gallery, then gallery-only, then query-only rows
+    # (rows that are neither are dropped), each sorted by class. The search reads each group
+    # as one slice and finds a query's own class near the diagonal. Gallery positions keep the
+    # input order, which is what the tie rule refers to.
+    used = np.flatnonzero(is_query | is_gallery)
+    group = np.where(is_query & is_gallery, 0, np.where(is_gallery, 1, 2))[used]
+    perm = used[np.lexsort((cls[used], group))]
+    x = normalise(emb, perm)
+    cls, ds_code = cls[perm], ds_code[perm]
+    isq, isg = is_query[perm], is_gallery[perm]
+    norm_sq = max(float((x[i:i + 65536].astype(np.float64) ** 2).sum(1).max())
+                  for i in range(0, len(x), 65536))
     block = (chunk_size, chunk_size) if chunk_size else None
     searcher = Searcher(x, device, backend, block=block, norm_sq=norm_sq, progress=progress)
 
     names = metrics.retrieval_names
-    qrows, grows = np.flatnonzero(is_query), np.flatnonzero(is_gallery)
+    # Per-query scores cover every K of any scope; each scope averages only its own metrics.
+    scored = replace(metrics, recall_ks=metrics.all_recall_ks, dataset_recall_ks=())
+    qrows = np.flatnonzero(isq)
+    grows = np.flatnonzero(isg)
+    grows = grows[np.argsort(perm[grows], kind="stable")]
     prob = _Problem.build(qrows, grows, cls, ds_code)
-    r, freq = prob.relevant_counts()
+    r, _ = prob.relevant_counts()
     valid = r >= 1
     need = _need(metrics, r)
+    own_k = dict(metrics.dataset_recall_ks)
+    own_k = np.array([max(own_k.get(str(d), ()), default=1) for d in ds_names])[prob.qds]
     avail_ds = np.bincount(prob.gds, minlength=len(ds_names))[prob.qds] - (prob.self_pos >= 0)
-    need_ds = np.minimum(need, np.maximum(avail_ds, 1))
-    uni = {m: np.zeros(len(qrows)) for m in names}
-    per = {m: np.zeros(len(qrows)) for m in names}
+    need_ds = np.minimum(np.maximum(need, own_k), np.maximum(avail_ds, 1))
+    uni = {m: np.zeros(len(qrows)) for m in scored.retrieval_names}
+    per = {m: np.zeros(len(qrows)) for m in scored.retrieval_names}
     if names:
         todo = np.ones(len(qrows), bool)
         if universal:
-            rk = _search(searcher, x, prob, metrics, need, need_ds, norm_sq)
-            uni = _scores(rk.owner, rk.pos, rk.j, r, freq, len(qrows), metrics)
+            uni, own, covered = _search(searcher, x, prob, scored, np.maximum(need, need_ds),
+                                        need_ds, norm_sq)
             if per_dataset:
-                per = _scores(rk.owner, rk.pos_ds, rk.j, r, freq, len(qrows), metrics)
-                todo = ~rk.covered_ds
+                per, todo = own, ~covered
         if per_dataset:
             for d in np.unique(prob.qds[todo]):
                 qi = np.flatnonzero(todo & (prob.qds == d))
                 sub = _Problem.build(qrows[qi], grows[prob.gds == d], cls, ds_code)
-                rk = _search(searcher, x, sub, metrics, need_ds[qi], need_ds[qi], norm_sq)
-                got = _scores(rk.owner, rk.pos, rk.j, r[qi], freq[qi], len(qi), metrics)
-                for m in names:
+                got, _, _ = _search(searcher, x, sub, scored, need_ds[qi], need_ds[qi],
+                                    norm_sq)
+                for m in scored.retrieval_names:
                     per[m][qi] = got[m]
 
     result_uni = _aggregate(uni, valid, np.ones(len(qrows), bool), names) if universal else {}
     result_ds: dict[str, dict[str, float]] = {}
     if per_dataset:
         for d, name in enumerate(ds_names):
-            result_ds[str(name)] = _aggregate(per, valid, prob.qds == d, names)
+            result_ds[str(name)] = _aggregate(per, valid, prob.qds == d,
+                                              metrics.for_dataset(str(name)).retrieval_names)
     if metrics.nmi or metrics.f1:
         from umlbench.metrics.clustering import cluster_scores
 
-        rows_all = np.flatnonzero(is_query | is_gallery)
+        rows_all = np.argsort(perm, kind="stable")  # clustered in input order
         if universal:
             result_uni.update(cluster_scores(searcher, cls, rows_all, metrics, seed))
         if per_dataset:
@@ -282,7 +311,9 @@ def evaluate(
 
 def _aggregate(values: dict[str, np.ndarray], valid, mask, names) -> dict[str, float]:
     use = valid & mask
-    out = {m: float(values[m][use].mean()) if use.any() else float("nan") for m in names}
+    # An exactly rounded sum: the mean does not depend on the order of the queries.
+    out = {m: math.fsum(values[m][use].tolist()) / use.sum() if use.any() else float("nan")
+           for m in names}
     out["num_queries"] = int(mask.sum())
     out["num_excluded_queries"] = int((mask & ~valid).sum())
     return out

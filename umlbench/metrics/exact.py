@@ -51,13 +51,20 @@ def dot_error_bound(dim: int, mode: str, norm_sq: float = 1.0) -> float:
 
     ``mode``: "fp32" (float32 products and float32 accumulation of float32 inputs, in any order
     and with or without FMA), "bf16" (inputs rounded to bfloat16 to nearest, exact products,
-    float32 accumulation: oneDNN/AMX, TF32 and bf16 tensor cores all qualify) or "fp64".
+    float32 accumulation: oneDNN/AMX, TF32 and bf16 tensor cores all qualify), "bf16x3" (each
+    input split into two bf16 parts, three of the four cross products summed the same way) or
+    "fp64".
     Uses sum |x_d y_d| <= |x| |y| <= norm_sq.
     """
     if mode == "fp32":
         rel = (1 + U32) * (1 + _gamma(dim, U32)) - 1
     elif mode == "bf16":
         rel = (1 + UBF16) ** 2 * (1 + _gamma(dim, U32)) - 1
+    elif mode == "bf16x3":
+        # x = h + l + r with h = bf16(x), l = bf16(x - h), |r| <= u^2 |x|; the pass sums
+        # h.h' + h.l' + l.h' (3 D exact products) in float32. The omitted terms are at most
+        # 4.1 u^2 |x_d y_d|; the accumulation adds gamma_3D times the terms' magnitude.
+        rel = 4.1 * UBF16**2 + _gamma(3 * dim, U32) * (1 + UBF16) ** 2 * (1 + 2.1 * UBF16)
     elif mode == "fp64":
         rel = (1 + U64) * (1 + _gamma(dim, U64)) - 1
     else:
@@ -65,30 +72,35 @@ def dot_error_bound(dim: int, mode: str, norm_sq: float = 1.0) -> float:
     return rel * norm_sq * (1 + 1e-12) + _TINY
 
 
-def normalise(emb: np.ndarray, chunk: int = 1 << 15) -> np.ndarray:
-    """(N, D) float array -> (N, D) float32 unit rows, normalised in float64.
+def normalise(emb: np.ndarray, rows: np.ndarray | None = None,
+              chunk: int = 1 << 15) -> np.ndarray:
+    """(N, D) float array -> float32 unit rows (of ``rows``, in that order), normalised in
+    float64 chunk by chunk.
 
     Each row is first divided by its largest absolute value (exact up to one rounding), so
     values near the float limits neither overflow nor underflow. NaN/inf and all-zero rows are
-    a UserError that names the rows.
+    a UserError that names the rows (by their index in ``emb``).
     """
     emb = np.asarray(emb)
-    n = len(emb)
-    out = np.empty(emb.shape, np.float32)
+    rows = np.arange(len(emb)) if rows is None else np.asarray(rows)
+    n = len(rows)
+    out = np.empty((n, emb.shape[1]), np.float32)
     bad, zero = [], []
     for start in range(0, n, chunk):
-        block = emb[start:start + chunk].astype(np.float64)
+        block = emb[rows[start:start + chunk]].astype(np.float64)
         finite = np.isfinite(block).all(axis=1)
-        bad.extend((start + np.flatnonzero(~finite)).tolist())
+        bad.extend(rows[start + np.flatnonzero(~finite)].tolist())
         block[~finite] = 1.0
         peak = np.abs(block).max(axis=1, keepdims=True)
-        zero.extend((start + np.flatnonzero(peak[:, 0] == 0)).tolist())
+        zero.extend(rows[start + np.flatnonzero(peak[:, 0] == 0)].tolist())
         peak[peak == 0] = 1.0
         block /= peak
         norm = np.linalg.norm(block, axis=1, keepdims=True)
         norm[norm == 0] = 1.0
         block /= norm
         out[start:start + chunk] = block
+    bad.sort()
+    zero.sort()
     if bad:
         raise UserError(f"embeddings contain NaN or inf in {len(bad)} row(s): {_rows(bad)}")
     if zero:

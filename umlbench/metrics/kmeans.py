@@ -37,7 +37,7 @@ def kmeans(x: np.ndarray, k: int, seed: int = 1234, niter: int = 20, device: str
     rng = np.random.default_rng(seed)
     cent = x[np.sort(rng.choice(n, k, replace=False))].copy()
     dev = torch.device(device)
-    xa = blockpass.prepare(x, dev, mode)
+    xa = blockpass.operand(torch.from_numpy(x).to(dev), mode)
     prev = None
     for _ in range(niter):
         prev = assign(x, xa, cent, prev, mode, norm_sq)
@@ -70,7 +70,7 @@ def assign(x: np.ndarray, xa: torch.Tensor, cent: np.ndarray, prev: np.ndarray |
     eps = (dot_error_bound(dim, mode, np.sqrt(norm_sq) * max(cmax, 1e-30))
            + U32 * (1 + 2 * hmax + cmax) + 1e-15)
     eps64 = 2 * dot_error_bound(dim, "fp64", max(norm_sq, cmax**2, 1.0))
-    ca = blockpass.prepare(cent, dev, mode)
+    ca = blockpass.operand(torch.from_numpy(cent).to(dev), mode, 1)
     half = torch.from_numpy(half64.astype(np.float32)).to(dev)
     if prev is None:
         t = np.full(n, -np.inf)

@@ -1,9 +1,11 @@
 """Exact search by cosine similarity: candidate backends behind one interface.
 
 Backends, chosen by :class:`Searcher` (every one gives the same exact results; see ``exact.py``):
-    ``torch``      blocked matmul with a threshold per query (``blockpass.py``); bf16 units where
-                   the device has them (CPU avx512_bf16/AMX, CUDA), else float32. The default.
+    ``torch``      blocked matmul with a threshold per query (``blockpass.py``); where the device
+                   has bf16 units (CPU avx512_bf16/AMX, CUDA) each float32 is split into two
+                   bf16 parts ("bf16x3", error <= 1e-4), else float32. The default.
     ``torch-fp32`` the same pass in IEEE float32 (the "exact fp32" reference of the benchmark).
+    ``torch-bf16`` / ``torch-bf16x3``: the pass in one bf16 part (error <= 8e-3) / two parts.
     ``faiss-cpu``  ``faiss.knn`` (float32 BLAS + heaps), k doubled until the list is complete.
     ``faiss-gpu``  ``faiss.knn_gpu``; it allows k <= 2048, so larger k merges gallery shards.
 
@@ -25,7 +27,7 @@ from umlbench.metrics.exact import compare_pairs, dot_error_bound, ref_dots
 
 __all__ = ["BACKENDS", "K_LIMIT", "Searcher", "exact_knn", "has_faiss_gpu"]
 
-BACKENDS = ("torch", "torch-fp32", "torch-bf16", "faiss-cpu", "faiss-gpu")
+BACKENDS = ("torch", "torch-fp32", "torch-bf16", "torch-bf16x3", "faiss-cpu", "faiss-gpu")
 # Largest k one faiss call accepts (faiss-gpu: 2048); tests lower it to exercise the merging.
 K_LIMIT: dict[str, int | None] = {"faiss-cpu": None, "faiss-gpu": 2048}
 
@@ -57,36 +59,36 @@ class Searcher:
             raise ValueError(f"unknown k-NN backend {backend!r}; known: {', '.join(BACKENDS)}")
         if backend == "torch":
             fast = self.device.type == "cuda" or blockpass.cpu_has_bf16()
-            self.mode = "bf16" if fast else "fp32"
+            self.mode = "bf16x3" if fast else "fp32"
         else:
-            self.mode = "bf16" if backend == "torch-bf16" else "fp32"
+            self.mode = {"torch-bf16": "bf16", "torch-bf16x3": "bf16x3"}.get(backend, "fp32")
         self.kind = backend
         self.backend = f"torch-{self.mode}" if backend.startswith("torch") else backend
         self.eps = dot_error_bound(x.shape[1], self.mode, norm_sq)
-        self._xa: torch.Tensor | None = None
+        self._xt: torch.Tensor | None = None
 
     @property
-    def xa(self) -> torch.Tensor:
-        if self._xa is None:
-            self._xa = blockpass.prepare(self.x, self.device, self.mode)
-        return self._xa
+    def xt(self) -> torch.Tensor:
+        """``x`` as a tensor on the device (shares memory on CPU)."""
+        if self._xt is None:
+            self._xt = torch.from_numpy(self.x).to(self.device)
+        return self._xt
 
     def own_class_threshold(self, qrow, grow, qcls, gcls, use_max: bool) -> np.ndarray:
         """Per query, a threshold every needed neighbour reaches (see ``engine.py``): the best
         (``use_max``) or worst relevant similarity minus both error bounds. (Q,) float64;
         +inf where a query has no relevant item."""
-        v = blockpass.own_class_best(self.xa, qrow, grow, qcls, gcls, use_max, self.mode)
+        v = blockpass.own_class_best(self.xt, qrow, grow, qcls, gcls, use_max, self.mode)
         t = v - 2 * self.eps - MARGIN  # own-class pass and candidate pass share self.mode
         return np.where(np.isnan(v), np.inf, t)
 
     def candidates(self, qrow: np.ndarray, grow: np.ndarray, self_pos: np.ndarray,
-                   t: np.ndarray, cap: np.ndarray, qkey: np.ndarray | None = None,
-                   gkey: np.ndarray | None = None) -> Candidates:
-        """Every gallery item with ``s_hat >= t`` per query (``candidates.Candidates``)."""
+                   t: np.ndarray, cap: np.ndarray) -> Candidates:
+        """Every gallery item selected at threshold ``t`` per query (``Candidates``)."""
         if self.kind.startswith("torch"):
-            return blockpass.collect_blocks(self.xa, qrow, grow, self_pos, t, cap, self.mode,
-                                            self.norm_sq, qkey=qkey, gkey=gkey,
-                                            block=self.block, progress=self.progress)
+            return blockpass.collect_blocks(self.xt, qrow, grow, self_pos, t, cap, self.mode,
+                                            self.norm_sq, block=self.block,
+                                            progress=self.progress)
         gallery = np.ascontiguousarray(self.x[grow])
         search = sharded_search(self._shard_fn(gallery), len(gallery), K_LIMIT[self.kind] or
                                 len(gallery))
@@ -132,16 +134,16 @@ def exact_knn(x: np.ndarray, k: int, qrow: np.ndarray | None = None,
     eps64 = dot_error_bound(x.shape[1], "fp64", searcher.norm_sq)
     idx = np.full((len(qrow), k), -1, np.int64)
     sims = np.full((len(qrow), k), np.nan)
-    order = np.lexsort((-cand.s, cand.q))
-    q, g, s = cand.q[order], cand.g[order], cand.s[order].astype(np.float64)
-    ref = ref_dots(x, qrow[q], grow[g])
-    bounds = np.searchsorted(q, np.arange(len(qrow) + 1))
-    for i in range(len(qrow)):
-        a, b = bounds[i], bounds[i + 1]
-        ranked = _exact_order(x, qrow[i], grow, g[a:b], s[a:b], ref[a:b], searcher.eps, eps64)
-        top = ranked[:k]
-        idx[i, :len(top)] = g[a:b][top]
-        sims[i, :len(top)] = ref[a:b][top]
+    for _, q, g, s in cand.groups():
+        order = np.lexsort((-s, q))
+        q, g, s = q[order], g[order], s[order].astype(np.float64)
+        ref = ref_dots(x, qrow[q], grow[g])
+        for i in np.unique(q):
+            a, b = np.searchsorted(q, [i, i + 1])
+            ranked = _exact_order(x, qrow[i], grow, g[a:b], s[a:b], ref[a:b], cand.eps_val,
+                                  eps64)[:k]
+            idx[i, :len(ranked)] = g[a:b][ranked]
+            sims[i, :len(ranked)] = ref[a:b][ranked]
     return idx, sims
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from umlbench.errors import UserError
 
@@ -27,9 +27,12 @@ class MetricSpec:
     map_at_1000: bool = True
     nmi: bool = True
     f1: bool = True
+    # Extra Recall@K per dataset, scored in that dataset's scope only (the literature's lists:
+    # ``data.registry.DatasetSpec.recall_ks``): ((dataset, (K, ...)), ...).
+    dataset_recall_ks: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def __post_init__(self) -> None:
-        for k in self.recall_ks:
+        for k in self.recall_ks + tuple(k for _, ks in self.dataset_recall_ks for k in ks):
             if not 1 <= int(k) <= MAX_K:
                 raise UserError(f"recall@{k}: K must be between 1 and {MAX_K}")
 
@@ -50,10 +53,22 @@ class MetricSpec:
                 raise UserError(f"unknown metric {name!r}; known: {_KNOWN}")
         return cls(recall_ks=tuple(sorted(set(ks))), **flags)
 
-    def with_recall_ks(self, ks: Sequence[int]) -> MetricSpec:
-        """The same metrics with ``ks`` added to the Recall@K list."""
-        return MetricSpec(**{**self.__dict__,
-                             "recall_ks": tuple(sorted(set(self.recall_ks) | set(ks)))})
+    def with_dataset_recall_ks(self, lists: Mapping[str, Sequence[int]]) -> MetricSpec:
+        """The same metrics plus, in each dataset's own scope, the Recall@K of ``lists``."""
+        extra = tuple(sorted((d, tuple(sorted(set(ks)))) for d, ks in lists.items()))
+        return replace(self, dataset_recall_ks=extra) if self.retrieval_names else self
+
+    def for_dataset(self, dataset: str) -> MetricSpec:
+        """The metrics of one dataset's scope: the spec's plus its own Recall@K list."""
+        extra = dict(self.dataset_recall_ks).get(dataset, ())
+        return replace(self, recall_ks=tuple(sorted(set(self.recall_ks) | set(extra))),
+                       dataset_recall_ks=())
+
+    @property
+    def all_recall_ks(self) -> tuple[int, ...]:
+        """Every K any scope scores."""
+        extra = {k for _, ks in self.dataset_recall_ks for k in ks}
+        return tuple(sorted(set(self.recall_ks) | extra))
 
     def names(self) -> list[str]:
         out = [f"recall@{k}" for k in self.recall_ks]

@@ -109,6 +109,7 @@ SPEC = DatasetSpec(
     manual=_MANUAL,
     # Every test item has both query and gallery images (3,985 each; unverified on the file).
     expected={C.TRAIN: (25_882, 3_997), C.QUERY: (14_218, 3_985), C.GALLERY: (12_612, 3_985)},
+    recall_ks=(1, 10, 20, 30),
     parse=parse,
     citation="Z. Liu, P. Luo, S. Qiu, X. Wang, X. Tang. DeepFashion: Powering Robust Clothes "
              "Recognition and Retrieval with Rich Annotations. CVPR 2016.",

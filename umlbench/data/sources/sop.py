@@ -73,6 +73,7 @@ SPEC = DatasetSpec(
         ),
     ),
     expected={C.TRAIN: (59_551, 11_318), C.TEST: (60_502, 11_316)},
+    recall_ks=(1, 10, 100, 1000),
     parse=parse,
     citation="H. O. Song, Y. Xiang, S. Jegelka, S. Savarese. Deep Metric Learning via Lifted "
              "Structured Feature Embedding. CVPR 2016.",
