@@ -15,8 +15,14 @@ import pandas as pd
 
 from umlbench.registry import Registry
 
-__all__ = ["Resource", "DatasetSpec", "DATASETS", "SUITES", "dataset_recall_ks",
-           "suite_datasets"]
+__all__ = [
+    "DATASETS",
+    "SUITES",
+    "DatasetSpec",
+    "Resource",
+    "dataset_recall_ks",
+    "suite_datasets",
+]
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ import numpy as np
 
 from umlbench.errors import UserError
 from umlbench.metrics import retrieval
+from umlbench.metrics.candidates import BUCKET
 from umlbench.metrics.exact import normalise
 from umlbench.metrics.knn import Searcher
-from umlbench.metrics.candidates import BUCKET
 from umlbench.metrics.ranks import relevant_ranks
 from umlbench.metrics.spec import DEFAULT_METRICS, RETRIEVAL_ONLY, MetricSpec
 from umlbench.metrics.summary import arithmetic_mean, harmonic_mean
