@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from umlbench.metrics.candidates import Candidates, Store
+from umlbench.metrics.candidates import Candidates, Emit, Store
 from umlbench.metrics.exact import dot_error_bound
 
 __all__ = ["collect_blocks", "cpu_has_bf16", "matmul_precision", "operand", "own_class_best",
@@ -98,11 +98,12 @@ def _view(x: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
 
 def collect_blocks(
     x: torch.Tensor, qrow: np.ndarray, grow: np.ndarray, self_pos: np.ndarray,
-    t: np.ndarray, cap: np.ndarray, mode: str, norm_sq: float, *,
+    t: np.ndarray, cap: np.ndarray, mode: str, norm_sq: float, emit: Emit, *,
     block: tuple[int, int] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Candidates:
-    """Candidates of every query with a finite threshold (see ``candidates.Candidates``).
+    """Every gallery item selected at threshold ``t`` per query, handed to ``emit`` one block of
+    queries at a time as soon as that block is complete (see ``candidates.Store``).
 
     Args:
         x: (N, D) float32 unit rows (on the search device).
@@ -115,8 +116,6 @@ def collect_blocks(
     bq, bg = block or DEFAULT_BLOCK
     dev = x.device
     eps = dot_error_bound(x.shape[1], mode, norm_sq)
-    store = Store(t, cap, eps, eps)
-    active = store.t < np.inf
     zq = np.flatnonzero(self_pos >= 0)  # queries that are gallery items ...
     zg = self_pos[zq]  # ... and their gallery positions (the same rows of x)
     in_z = np.zeros(len(grow), bool)
@@ -124,28 +123,37 @@ def collect_blocks(
     go = np.flatnonzero(~in_z)  # gallery-only items
     go = go[np.argsort(grow[go], kind="stable")]
     qo = np.flatnonzero(self_pos < 0)  # query-only rows
+    # A block of queries is complete once its own row sweep is over: the columns that serve it
+    # are read while earlier blocks sweep.
+    group_of = np.empty(len(qrow), np.int64)
+    group_of[zq] = np.arange(len(zq)) // bq
+    n_z = -(-len(zq) // bq)
+    group_of[qo] = n_z + np.arange(len(qo)) // bq
+    store = Store(t, cap, eps, eps, group_of, emit, f"torch-{mode}")
+    active = store.t < np.inf
     xz, xgo, xqo = _view(x, qrow[zq]), _view(x, grow[go]), _view(x, qrow[qo])
+    zq_t, qo_t = torch.from_numpy(zq).to(dev), torch.from_numpy(qo).to(dev)
     thr = thresholds(store.t, dev)
+    tz, tqo = thr[zq_t], thr[qo_t]  # thresholds in the pass's row order
     z_blocks = [(a, min(a + bq, len(zq))) for a in range(0, len(zq), bq)]
     go_blocks = [(a, min(a + bg, len(go))) for a in range(0, len(go), bg)]
-    total, done = len(z_blocks) + -(-len(qo) // bq), 0
+    total = n_z + -(-len(qo) // bq)
 
     def refresh():
-        nonlocal thr
+        nonlocal thr, tz, tqo
         if store.changed:
             thr = thresholds(store.t, dev)
+            tz, tqo = thr[zq_t], thr[qo_t]
             store.changed = False
 
-    def step():
-        nonlocal done
-        done += 1
+    def finished(group: int):
+        store.done(group)
         if progress:
-            progress(done, total)
+            progress(group + 1, total)
 
     with torch.no_grad(), matmul_precision(mode, dev):
-        for a, b in z_blocks:
-            rows_a = xz[a:b]
-            ra = operand(rows_a, mode)
+        for i, (a, b) in enumerate(z_blocks):
+            ra = operand(xz[a:b], mode)
             mine = active[zq[a:b]].any()
             # Rows serve queries a..b against gallery c..d (c >= a); columns serve queries c..d
             # against gallery a..b where the rows of their own block will not (c..d beyond b).
@@ -154,35 +162,30 @@ def collect_blocks(
                 cols = d > b and active[zq[max(c, b):d]].any()
                 if not (mine or cols):
                     continue
-                rows_c = xz[c:d]
-                s = ra @ operand(rows_c, mode, 1).T
+                s = ra @ operand(xz[c:d], mode, 1).T
                 if c < b:  # the block meets the diagonal: drop each query's own entry
-                    i = torch.arange(max(a, c), min(b, d), device=dev)
-                    s[i - a, i - c] = -torch.inf
+                    j = torch.arange(max(a, c), min(b, d), device=dev)
+                    s[j - a, j - c] = -torch.inf
                 if mine:
-                    _rows(s, zq[a:b], zg[c:d], thr, store)
+                    _rows(s, tz[a:b], zq[a:b], zg[c:d], store)
                 if cols:
-                    _cols(s, zq[c:d], zg[a:b], thr, store, skip=max(0, b - c))
+                    _cols(s, tz[c:d], zq[c:d], zg[a:b], store, skip=max(0, b - c))
                 refresh()
             if mine:
                 for c, d in go_blocks:
-                    rows_c = xgo[c:d]
-                    s = ra @ operand(rows_c, mode, 1).T
-                    _rows(s, zq[a:b], go[c:d], thr, store)
+                    _rows(ra @ operand(xgo[c:d], mode, 1).T, tz[a:b], zq[a:b], go[c:d], store)
                     refresh()
-            step()
-        for a in range(0, len(qo), bq):
+            finished(i)
+        for i, a in enumerate(range(0, len(qo), bq)):
             if active[qo[a:a + bq]].any():
-                rows_a = xqo[a:a + bq]
-                ra = operand(rows_a, mode)
+                ra = operand(xqo[a:a + bq], mode)
                 for gal, pos in ((xz, zg), (xgo, go)):
                     for c in range(0, len(pos), bg):
-                        rows_c = gal[c:c + bg]
-                        s = ra @ operand(rows_c, mode, 1).T
-                        _rows(s, qo[a:a + bq], pos[c:c + bg], thr, store)
+                        s = ra @ operand(gal[c:c + bg], mode, 1).T
+                        _rows(s, tqo[a:a + bq], qo[a:a + bq], pos[c:c + bg], store)
                         refresh()
-            step()
-    return store.finish(f"torch-{mode}")
+            finished(n_z + i)
+    return store.finish()
 
 
 def thresholds(t: np.ndarray, dev: torch.device) -> torch.Tensor:
@@ -204,10 +207,9 @@ def _padded(s: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.nn.functional.pad(s, pad, value=-torch.inf)
 
 
-def _rows(s, rows_q, cols_g, thr, store) -> None:
-    """Entries of block ``s`` (rows: queries ``rows_q``; columns: gallery ``cols_g``) that
-    reach their row's threshold."""
-    t = thr[torch.from_numpy(rows_q).to(s.device)]
+def _rows(s, t, rows_q, cols_g, store) -> None:
+    """Entries of block ``s`` (rows: queries ``rows_q`` with thresholds ``t``; columns: gallery
+    ``cols_g``) that reach their row's threshold."""
     sp = _padded(s, 1)
     runs = sp.view(sp.shape[0], -1, _W)
     r, ch = torch.nonzero(runs.amax(2) >= t.unsqueeze(1), as_tuple=True)
@@ -218,10 +220,9 @@ def _rows(s, rows_q, cols_g, thr, store) -> None:
                   vals.cpu().numpy())
 
 
-def _cols(s, cols_q, rows_g, thr, store, skip: int = 0) -> None:
-    """Entries of block ``s`` read by column: column j is query ``cols_q[j]`` against gallery
-    ``rows_g``; the first ``skip`` columns are not read."""
-    t = thr[torch.from_numpy(cols_q).to(s.device)]
+def _cols(s, t, cols_q, rows_g, store, skip: int = 0) -> None:
+    """Entries of block ``s`` read by column: column j is query ``cols_q[j]`` (threshold
+    ``t[j]``) against gallery ``rows_g``; the first ``skip`` columns are not read."""
     if skip:
         t = t.clone()
         t[:skip] = torch.inf

@@ -18,46 +18,40 @@ gallery shards (``sharded_search``).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BUCKET", "MARGIN", "Candidates", "Store", "collect_topk", "sharded_search"]
+__all__ = ["BUCKET", "MARGIN", "Candidates", "Emit", "Store", "collect_topk", "sharded_search"]
 
 MARGIN = 1e-9  # slack between a raised threshold and the values that justify it
-BUCKET = 8192  # candidates are kept in groups of this many consecutive query indices
+BUCKET = 8192  # queries per group where a backend has no natural grouping
 _BASE_LIMIT = 1 << 22  # stored entries before the first check for over-budget queries
 BUDGET_SLACK = 64  # a query may hold 2 * cap + BUDGET_SLACK candidates before pruning
 
 
 @dataclass
 class Candidates:
-    """Candidates of Q queries, in groups of consecutive query indices.
+    """What a candidate pass leaves once every group has been handed over.
 
-    parts[b] = (q, g, s): (M_b,) int64 query index (b * BUCKET <= q < (b + 1) * BUCKET), int64
-    gallery position, float32 value (within ``eps_val`` of the exact similarity).
     t: (Q,) float64: every gallery item other than the query itself whose selecting
-    approximation (within ``eps``) reaches ``t[q]`` is listed. pruned: (Q,) bool, True where
+    approximation (within ``eps``) reaches ``t[q]`` was listed. pruned: (Q,) bool, True where
     ``t`` was raised above the requested threshold; then at least ``cap[q]`` listed values are
-    ``>= t[q] + eps + eps_val + MARGIN``.
+    ``>= t[q] + eps + eps_val + MARGIN``. Listed values are within ``eps_val`` of the exact
+    similarity.
     """
 
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
     t: np.ndarray
     pruned: np.ndarray
     eps: float
     eps_val: float
     backend: str
 
-    def groups(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-        """(first query index, q, g, s) per group, in query order."""
-        for b, (q, g, s) in enumerate(self.parts):
-            yield b * BUCKET, q, g, s
 
-    @property
-    def size(self) -> int:
-        return sum(len(p[0]) for p in self.parts)
+# Called once per group of queries whose candidates are complete: (members (m,) sorted query
+# indices, q (M,) query index, g (M,) gallery position, s (M,) float32 value, candidates).
+Emit = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Candidates], None]
 
 
 def budget(cap: np.ndarray) -> np.ndarray:
@@ -65,32 +59,24 @@ def budget(cap: np.ndarray) -> np.ndarray:
     return 2 * np.asarray(cap, np.int64) + BUDGET_SLACK
 
 
-def _raise(t, pruned, cap, q, s, over, base, eps, eps_val) -> np.ndarray:
-    """Raise the thresholds of the over-budget queries ``over`` (local to ``base``) to what
-    their cap-th best value proves; returns the mask of items to keep."""
-    order = np.lexsort((-s, q))
-    starts = np.searchsorted(q[order], base + over)
-    kth = s[order][starts + cap[base + over] - 1].astype(np.float64)
-    new = kth - eps_val - eps - MARGIN
-    up = new > t[base + over]
-    idx = base + over[up]
-    t[idx] = new[up]
-    pruned[idx] = True
-    # Keep every item whose selecting value may reach the new threshold.
-    return s.astype(np.float64) >= t[q] - eps - eps_val
-
-
 class Store:
-    """Growing candidate lists, grouped by query, with thresholds that rise when a query
-    over-collects."""
+    """Growing candidate lists of groups of queries, with thresholds that rise when a query
+    over-collects; each group is handed to ``emit`` (and freed) once complete."""
 
-    def __init__(self, t: np.ndarray, cap: np.ndarray, eps: float, eps_val: float) -> None:
-        self.t = np.asarray(t, np.float64).copy()
+    def __init__(self, t: np.ndarray, cap: np.ndarray, eps: float, eps_val: float,
+                 group_of: np.ndarray, emit: Emit, backend: str) -> None:
+        self.info = Candidates(np.asarray(t, np.float64).copy(), np.zeros(len(t), bool), eps,
+                               eps_val, backend)
+        self.t, self.pruned = self.info.t, self.info.pruned
         self.cap = np.maximum(np.asarray(cap, np.int64), 1)
         self.budget = budget(self.cap)
         self.eps, self.eps_val = eps, eps_val
-        self.pruned = np.zeros(len(self.t), bool)
-        self.chunks: list[list] = [[] for _ in range(-(-len(self.t) // BUCKET))]
+        self.group_of = np.asarray(group_of, np.int64)
+        n_groups = int(self.group_of.max(initial=-1)) + 1
+        self.members = np.split(np.argsort(self.group_of, kind="stable"),
+                                np.cumsum(np.bincount(self.group_of, minlength=n_groups))[:-1])
+        self.chunks: list[list | None] = [[] for _ in range(n_groups)]
+        self.emit = emit
         self.size = 0
         self.limit = _BASE_LIMIT
         self.changed = False  # thresholds raised since the caller last looked
@@ -99,13 +85,13 @@ class Store:
         if not len(q):
             return
         q, g, s = q.astype(np.int32), g.astype(np.int32), s.astype(np.float32)
-        b = q // BUCKET
-        lo, hi = int(b.min()), int(b.max())
+        grp = self.group_of[q]
+        lo, hi = int(grp.min()), int(grp.max())
         if lo == hi:
             self.chunks[lo].append((q, g, s))
         else:
-            order = np.argsort(b, kind="stable")
-            cuts = np.searchsorted(b[order], np.arange(lo, hi + 2))
+            order = np.argsort(grp, kind="stable")
+            cuts = np.searchsorted(grp[order], np.arange(lo, hi + 2))
             for k, (a, e) in enumerate(itertools.pairwise(cuts)):
                 if e > a:
                     sel = order[a:e]
@@ -126,43 +112,63 @@ class Store:
 
     def _compact(self) -> None:
         self.size = 0
-        for b in range(len(self.chunks)):
+        for b, chunks in enumerate(self.chunks):
+            if not chunks:
+                continue
             q, g, s = self._part(b)
-            base = b * BUCKET
-            count = np.bincount(q - base, minlength=min(BUCKET, len(self.t) - base))
-            over = np.flatnonzero(count > self.budget[base:base + len(count)])
-            if len(over):
-                keep = _raise(self.t, self.pruned, self.cap, q, s, over, base, self.eps,
-                              self.eps_val)
+            over = np.bincount(q, minlength=len(self.t)) > self.budget
+            if over.any():
+                keep = self._raise(q, s, over)
                 self.chunks[b] = [(q[keep], g[keep], s[keep])]
                 self.changed = True
-            self.size += len(self.chunks[b][0][0]) if self.chunks[b] else 0
+            self.size += len(self.chunks[b][0][0])
 
-    def finish(self, backend: str) -> Candidates:
-        parts = []
+    def _raise(self, q, s, over) -> np.ndarray:
+        """Raise the thresholds of the over-budget queries to what their cap-th best value
+        proves; returns the mask of items to keep."""
+        sel = np.flatnonzero(over[q])
+        order = sel[np.lexsort((-s[sel], q[sel]))]
+        qs = q[order]
+        idx = np.flatnonzero(over)
+        kth = s[order][np.searchsorted(qs, idx) + self.cap[idx] - 1].astype(np.float64)
+        new = kth - self.eps_val - self.eps - MARGIN
+        up = new > self.t[idx]
+        self.t[idx[up]] = new[up]
+        self.pruned[idx[up]] = True
+        # Keep every item whose selecting value may reach the new threshold.
+        return s.astype(np.float64) >= self.t[q] - self.eps - self.eps_val
+
+    def done(self, b: int) -> None:
+        """Group ``b`` is complete: hand it over and free it."""
+        if self.chunks[b] is None:
+            return
+        q, g, s = self._part(b)
+        self.chunks[b] = None
+        self.size -= len(q)
+        self.emit(self.members[b], q.astype(np.int64), g.astype(np.int64), s, self.info)
+
+    def finish(self) -> Candidates:
         for b in range(len(self.chunks)):
-            q, g, s = self._part(b)
-            self.chunks[b] = []
-            parts.append((q.astype(np.int64), g.astype(np.int64), s))
-        return Candidates(parts, self.t, self.pruned, self.eps, self.eps_val, backend)
+            self.done(b)
+        return self.info
 
 
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def collect_topk(search: SearchFn, queries: np.ndarray, gallery_size: int, self_pos: np.ndarray,
-                 t: np.ndarray, cap: np.ndarray, eps: float, backend: str) -> Candidates:
+                 t: np.ndarray, cap: np.ndarray, eps: float, backend: str,
+                 emit: Emit) -> Candidates:
     """Candidates from a top-k search (faiss): k doubles per query until complete.
 
     ``search(queries (Q, D) float32, k)`` returns sims (Q, k) descending, gallery positions
     (Q, k) (-1 = none) and ``complete`` (Q,): every item with ``s_hat > complete`` is in the row.
     The values stored are the search's own (``eps_val == eps``).
     """
-    t = np.asarray(t, np.float64).copy()
     cap = np.maximum(np.asarray(cap, np.int64), 1)
-    store = Store(t, cap, eps, eps)
+    store = Store(t, cap, eps, eps, np.arange(len(cap)) // BUCKET, emit, backend)
     store.limit = np.iinfo(np.int64).max  # top-k lists are bounded already
-    todo = np.flatnonzero(t < np.inf)
+    todo = np.flatnonzero(store.t < np.inf)
     k = int(min(gallery_size, 1 << int(np.ceil(np.log2(cap.min(initial=1) + 17)))))
     while len(todo):
         sims, idx, complete = search(queries[todo], min(k + 1, gallery_size))
@@ -184,7 +190,7 @@ def collect_topk(search: SearchFn, queries: np.ndarray, gallery_size: int, self_
         store.add(todo[fin][rows], idx[fin][rows, cols], sims[fin][rows, cols])
         todo = todo[~fin]
         k = min(gallery_size, 2 * k)
-    return store.finish(backend)
+    return store.finish()
 
 
 def sharded_search(search_shard: Callable[[np.ndarray, int, int, int], tuple],

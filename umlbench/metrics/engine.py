@@ -27,7 +27,6 @@ import numpy as np
 
 from umlbench.errors import UserError
 from umlbench.metrics import retrieval
-from umlbench.metrics.candidates import BUCKET
 from umlbench.metrics.exact import normalise
 from umlbench.metrics.knn import Searcher
 from umlbench.metrics.ranks import relevant_ranks
@@ -166,20 +165,21 @@ def _search(searcher: Searcher, x, p: _Problem, spec: MetricSpec, cap, need_ds, 
     use_max = not (spec.needs_r or spec.map_at_1000)  # only the first relevant item matters
     t = searcher.own_class_threshold(p.qrow, p.grow, p.qcls, p.gcls, use_max)
     t[r < 1] = np.inf
-    cand = searcher.candidates(p.qrow, p.grow, p.self_pos, t, cap)
     nq = len(p.qrow)
     uni = {m: np.zeros(nq) for m in spec.retrieval_names}
     own = {m: np.zeros(nq) for m in spec.retrieval_names}
     covered = np.zeros(nq, bool)
-    for base, q, g, s in cand.groups():
-        n = min(len(cand.t) - base, BUCKET)
-        rk = relevant_ranks(x, base, n, q, g, s, cand.t, cand.pruned, cand.eps, cand.eps_val,
-                            p.qrow, p.grow, p.qcls, p.gcls, p.qds, p.gds, need_ds, norm_sq)
-        sl = slice(base, base + n)
+
+    def emit(members, q, g, s, cand):  # one complete group of queries at a time
+        rk = relevant_ranks(x, members, q, g, s, cand, p.qrow, p.grow, p.qcls, p.gcls, p.qds,
+                            p.gds, need_ds, norm_sq)
         for out, pos in ((uni, rk.pos), (own, rk.pos_ds)):
-            for m, v in _scores(rk.owner, pos, rk.j, r[sl], freq[sl], n, spec).items():
-                out[m][sl] = v
-        covered[sl] = rk.covered_ds
+            got = _scores(rk.owner, pos, rk.j, r[members], freq[members], len(members), spec)
+            for m, v in got.items():
+                out[m][members] = v
+        covered[members] = rk.covered_ds
+
+    searcher.candidates(p.qrow, p.grow, p.self_pos, t, cap, emit)
     return uni, own, covered
 
 

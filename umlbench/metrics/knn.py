@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from umlbench.metrics import blockpass
-from umlbench.metrics.candidates import MARGIN, Candidates, collect_topk, sharded_search
+from umlbench.metrics.candidates import MARGIN, Candidates, Emit, collect_topk, sharded_search
 from umlbench.metrics.exact import compare_pairs, dot_error_bound, ref_dots
 
 __all__ = ["BACKENDS", "K_LIMIT", "Searcher", "exact_knn", "has_faiss_gpu"]
@@ -83,17 +83,18 @@ class Searcher:
         return np.where(np.isnan(v), np.inf, t)
 
     def candidates(self, qrow: np.ndarray, grow: np.ndarray, self_pos: np.ndarray,
-                   t: np.ndarray, cap: np.ndarray) -> Candidates:
-        """Every gallery item selected at threshold ``t`` per query (``Candidates``)."""
+                   t: np.ndarray, cap: np.ndarray, emit: Emit) -> Candidates:
+        """Every gallery item selected at threshold ``t`` per query, handed to ``emit`` group
+        by group (``candidates.Store``)."""
         if self.kind.startswith("torch"):
             return blockpass.collect_blocks(self.xt, qrow, grow, self_pos, t, cap, self.mode,
-                                            self.norm_sq, block=self.block,
+                                            self.norm_sq, emit, block=self.block,
                                             progress=self.progress)
         gallery = np.ascontiguousarray(self.x[grow])
         search = sharded_search(self._shard_fn(gallery), len(gallery), K_LIMIT[self.kind] or
                                 len(gallery))
         return collect_topk(search, self.x[qrow], len(gallery), self_pos, t, cap, self.eps,
-                            self.backend)
+                            self.backend, emit)
 
     def _shard_fn(self, gallery: np.ndarray):
         faiss = _faiss()
@@ -130,11 +131,11 @@ def exact_knn(x: np.ndarray, k: int, qrow: np.ndarray | None = None,
         self_pos = where[qrow]
     searcher = Searcher(x, **searcher_args)
     cap = np.full(len(qrow), k, np.int64)
-    cand = searcher.candidates(qrow, grow, self_pos, np.full(len(qrow), -np.inf), cap)
     eps64 = dot_error_bound(x.shape[1], "fp64", searcher.norm_sq)
     idx = np.full((len(qrow), k), -1, np.int64)
     sims = np.full((len(qrow), k), np.nan)
-    for _, q, g, s in cand.groups():
+
+    def emit(members, q, g, s, cand):
         order = np.lexsort((-s, q))
         q, g, s = q[order], g[order], s[order].astype(np.float64)
         ref = ref_dots(x, qrow[q], grow[g])
@@ -144,6 +145,8 @@ def exact_knn(x: np.ndarray, k: int, qrow: np.ndarray | None = None,
                                   eps64)[:k]
             idx[i, :len(ranked)] = g[a:b][ranked]
             sims[i, :len(ranked)] = ref[a:b][ranked]
+
+    searcher.candidates(qrow, grow, self_pos, np.full(len(qrow), -np.inf), cap, emit)
     return idx, sims
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from umlbench.metrics.candidates import Candidates
 from umlbench.metrics.exact import compare_pairs, compare_to_value, dot_error_bound, ref_dots
 
 __all__ = ["Ranks", "relevant_ranks"]
@@ -27,11 +28,11 @@ __all__ = ["Ranks", "relevant_ranks"]
 
 @dataclass
 class Ranks:
-    """Ranks of relevant items of queries ``base .. base + n - 1``, sorted by (query, rank); see
-    ``retrieval.py`` for the layout (``owner`` is local: query index minus ``base``).
+    """Ranks of relevant items of the queries ``members``, sorted by (query, rank); see
+    ``retrieval.py`` for the layout (``owner`` indexes ``members``).
 
     pos: rank among the whole gallery; pos_ds: rank among the query's own dataset.
-    covered_ds: (n,) bool, False where the candidates may miss a relevant item that ranks
+    covered_ds: (m,) bool, False where the candidates may miss a relevant item that ranks
     within ``need_ds`` inside its dataset (the engine searches those again).
     """
 
@@ -42,28 +43,28 @@ class Ranks:
     covered_ds: np.ndarray
 
 
-def relevant_ranks(x: np.ndarray, base: int, n: int, q: np.ndarray, g: np.ndarray,
-                   s: np.ndarray, t: np.ndarray, pruned: np.ndarray, eps: float, eps_val: float,
-                   qrow: np.ndarray, grow: np.ndarray, qcls: np.ndarray, gcls: np.ndarray,
-                   qds: np.ndarray, gds: np.ndarray, need_ds: np.ndarray,
-                   norm_sq: float) -> Ranks:
-    """Exact ranks for the queries ``base .. base + n - 1`` from their candidates (q, g, s).
+def relevant_ranks(x: np.ndarray, members: np.ndarray, q: np.ndarray, g: np.ndarray,
+                   s: np.ndarray, cand: Candidates, qrow: np.ndarray, grow: np.ndarray,
+                   qcls: np.ndarray, gcls: np.ndarray, qds: np.ndarray, gds: np.ndarray,
+                   need_ds: np.ndarray, norm_sq: float) -> Ranks:
+    """Exact ranks for the queries ``members`` (sorted) from all their candidates (q, g, s).
 
-    x: (N, D) float32 unit rows; t, pruned: the candidates' (Q,) thresholds and flags;
-    qrow/grow: rows of queries and gallery items; qcls/gcls, qds/gds: class and dataset codes;
-    need_ds: (Q,) neighbours the per-dataset metrics need.
+    x: (N, D) float32 unit rows; cand: the pass's thresholds, flags and bounds; qrow/grow: rows
+    of queries and gallery items; qcls/gcls, qds/gds: class and dataset codes; need_ds: (Q,)
+    neighbours the per-dataset metrics need.
     """
+    n = len(members)
+    t, pruned, eps, eps_val = cand.t, cand.pruned, cand.eps, cand.eps_val
     eps64 = dot_error_bound(x.shape[1], "fp64", norm_sq)
     s = s.astype(np.float64)
     rel = gcls[g] == qcls[q]
     same = gds[g] == qds[q]
     theta = t[q] + eps
-    loc = q - base
+    loc = np.searchsorted(members, q)
     # Same-dataset items that certainly reach theta: enough of them makes the per-dataset
     # ranks exact even where the threshold was raised.
     sure = same & (s >= theta + eps_val)
-    covered_ds = ~pruned[base:base + n] | (
-        np.bincount(loc[sure], minlength=n) >= need_ds[base:base + n])
+    covered_ds = ~pruned[members] | (np.bincount(loc[sure], minlength=n) >= need_ds[members])
 
     # Which relevant candidates reach theta (exactly, where the values cannot tell).
     ri = np.flatnonzero(rel & (s >= theta - eps_val))
