@@ -175,3 +175,26 @@ def test_a_scope_whose_queries_are_all_excluded_is_nan_with_its_count():
     assert np.isnan(res.per_dataset["a"]["recall@1"])
     assert res.per_dataset["a"]["num_excluded_queries"] == 2
     assert res.per_dataset["b"]["recall@1"] == 1.0
+
+
+@pytest.mark.parametrize("backend", ["torch", "torch-fp32"])
+def test_large_classes_take_the_tiled_own_class_path(backend, monkeypatch):
+    # Classes above ownclass._SMALL rows get their threshold from tiled matmuls (bounded by the
+    # search's own error) instead of float64 pairs; lowered limits exercise that path here.
+    from umlbench.metrics import ownclass
+
+    monkeypatch.setattr(ownclass, "_SMALL", 3)
+    monkeypatch.setattr(ownclass, "_TILE", 4)
+    rng = np.random.default_rng(12)
+    emb, labels, datasets = clustered_embeddings(rng, 4, (2, 13), 5, spread=1.2, n_datasets=2)
+    n = len(emb)
+    is_q, is_g = np.ones(n, bool), rng.random(n) < 0.8
+    for spec in (RETRIEVAL, MetricSpec(recall_ks=(1, 3), r_precision=False, map_at_r=False,
+                                       map_at_1000=False, nmi=False, f1=False)):
+        res = evaluate(emb, labels, datasets, is_q, is_g, metrics=spec, backend=backend)
+        for scope in (None, "ds0", "ds1"):
+            ref, _ = brute_force(emb, labels, datasets, is_q, is_g, ks=spec.recall_ks,
+                                 scope=scope)
+            got = res.universal if scope is None else res.per_dataset[scope]
+            for key in spec.retrieval_names:
+                assert got[key] == pytest.approx(ref[key], abs=1e-12), (scope, key)

@@ -19,7 +19,9 @@ float64 from the float32 rows (still in cache), so the stored values are within 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -27,10 +29,10 @@ import torch
 from umlbench.metrics.candidates import Candidates, Emit, Store
 from umlbench.metrics.exact import dot_error_bound
 
-__all__ = ["collect_blocks", "cpu_has_bf16", "matmul_precision", "operand", "own_class_best",
-           "thresholds"]
+__all__ = ["collect_blocks", "cpu_has_bf16", "intra_op_threads", "matmul_precision", "operand",
+           "thresholds", "view"]
 
-DEFAULT_BLOCK = (1024, 2048)  # (query rows, gallery columns) per matmul
+DEFAULT_BLOCK = (512, 1024)  # (query rows, gallery columns) per matmul: S stays in L2
 _W = 64  # a block is scanned through maxima over runs of _W rows / columns
 
 
@@ -89,7 +91,7 @@ def operand(t: torch.Tensor, mode: str, side: int = 0) -> torch.Tensor:
     return torch.cat([h, h, lo] if side == 0 else [h, lo, h], 1)
 
 
-def _view(x: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+def view(x: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
     """Rows of ``x``: a slice (no copy) when they are consecutive, else a gathered copy."""
     if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all():
         return x[int(rows[0]):int(rows[-1]) + 1]
@@ -131,28 +133,45 @@ def collect_blocks(
     group_of[qo] = n_z + np.arange(len(qo)) // bq
     store = Store(t, cap, eps, eps, group_of, emit, f"torch-{mode}")
     active = store.t < np.inf
-    xz, xgo, xqo = _view(x, qrow[zq]), _view(x, grow[go]), _view(x, qrow[qo])
+    xz, xgo, xqo = view(x, qrow[zq]), view(x, grow[go]), view(x, qrow[qo])
     zq_t, qo_t = torch.from_numpy(zq).to(dev), torch.from_numpy(qo).to(dev)
-    thr = thresholds(store.t, dev)
-    tz, tqo = thr[zq_t], thr[qo_t]  # thresholds in the pass's row order
     z_blocks = [(a, min(a + bq, len(zq))) for a in range(0, len(zq), bq)]
     go_blocks = [(a, min(a + bg, len(go))) for a in range(0, len(go), bg)]
-    total = n_z + -(-len(qo) // bq)
+    items = [(i, a, b) for i, (a, b) in enumerate(z_blocks)]
+    items += [(n_z + i, a, min(a + bq, len(qo))) for i, a in enumerate(range(0, len(qo), bq))]
+    lock = threading.Lock()
+    finished = np.zeros(len(items), bool)
+    emitted = [0]  # Z groups 0 .. emitted-1 have been handed over
 
-    def refresh():
-        nonlocal thr, tz, tqo
-        if store.changed:
-            thr = thresholds(store.t, dev)
-            tz, tqo = thr[zq_t], thr[qo_t]
-            store.changed = False
+    class _Thresholds:  # a worker's float32 copy, refreshed when the store raises any
+        def __init__(self):
+            self.version = -1
 
-    def finished(group: int):
-        store.done(group)
-        if progress:
-            progress(group + 1, total)
+        def get(self):
+            if self.version != store.version:
+                with lock:
+                    self.version = store.version
+                    thr = thresholds(store.t, dev)
+                self.z, self.qo = thr[zq_t], thr[qo_t]
+            return self
 
-    with torch.no_grad(), matmul_precision(mode, dev):
-        for i, (a, b) in enumerate(z_blocks):
+    def add(q, g, v):
+        with lock:
+            store.add(q, g, v)
+
+    def sweep(item):
+        """One row block against every gallery block it needs (module docstring)."""
+        i, a, b = item
+        th = _Thresholds()
+        with torch.no_grad():  # grad mode is per thread
+            if i >= n_z:  # query-only rows: one way, against every gallery row
+                if active[qo[a:b]].any():
+                    ra = operand(xqo[a:b], mode)
+                    for gal, pos in ((xz, zg), (xgo, go)):
+                        for c in range(0, len(pos), bg):
+                            s = ra @ operand(gal[c:c + bg], mode, 1).T
+                            _rows(s, th.get().qo[a:b], qo[a:b], pos[c:c + bg], add)
+                return
             ra = operand(xz[a:b], mode)
             mine = active[zq[a:b]].any()
             # Rows serve queries a..b against gallery c..d (c >= a); columns serve queries c..d
@@ -167,25 +186,52 @@ def collect_blocks(
                     j = torch.arange(max(a, c), min(b, d), device=dev)
                     s[j - a, j - c] = -torch.inf
                 if mine:
-                    _rows(s, tz[a:b], zq[a:b], zg[c:d], store)
+                    _rows(s, th.get().z[a:b], zq[a:b], zg[c:d], add)
                 if cols:
-                    _cols(s, tz[c:d], zq[c:d], zg[a:b], store, skip=max(0, b - c))
-                refresh()
+                    _cols(s, th.get().z[c:d], zq[c:d], zg[a:b], add, skip=max(0, b - c))
             if mine:
                 for c, d in go_blocks:
-                    _rows(ra @ operand(xgo[c:d], mode, 1).T, tz[a:b], zq[a:b], go[c:d], store)
-                    refresh()
-            finished(i)
-        for i, a in enumerate(range(0, len(qo), bq)):
-            if active[qo[a:a + bq]].any():
-                ra = operand(xqo[a:a + bq], mode)
-                for gal, pos in ((xz, zg), (xgo, go)):
-                    for c in range(0, len(pos), bg):
-                        s = ra @ operand(gal[c:c + bg], mode, 1).T
-                        _rows(s, tqo[a:a + bq], qo[a:a + bq], pos[c:c + bg], store)
-                        refresh()
-            finished(n_z + i)
+                    s = ra @ operand(xgo[c:d], mode, 1).T
+                    _rows(s, th.get().z[a:b], zq[a:b], go[c:d], add)
+
+    def run(item):
+        sweep(item)
+        # A block of Z queries is complete once every block up to it has swept: their columns
+        # serve it. Query-only blocks are complete after their own sweep.
+        with lock:
+            finished[item[0]] = True
+            ready = [item[0]] if item[0] >= n_z else []
+            while emitted[0] < n_z and finished[emitted[0]]:
+                ready.append(emitted[0])
+                emitted[0] += 1
+            groups = [store.take(grp) for grp in ready]
+        for grp, part in zip(ready, groups):
+            store.hand_over(grp, part)
+            if progress:
+                progress(int(finished.sum()), len(items))
+
+    # One worker per thread, each running single-threaded torch ops: independent streams of
+    # blocks instead of a barrier in every small op (which stalls on a busy machine).
+    workers = max(1, torch.get_num_threads()) if dev.type == "cpu" else 1
+    with matmul_precision(mode, dev), intra_op_threads(1 if workers > 1 else None):
+        if workers == 1:
+            for item in items:
+                run(item)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(run, items))
     return store.finish()
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int | None):
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def thresholds(t: np.ndarray, dev: torch.device) -> torch.Tensor:
@@ -207,7 +253,7 @@ def _padded(s: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.nn.functional.pad(s, pad, value=-torch.inf)
 
 
-def _rows(s, t, rows_q, cols_g, store) -> None:
+def _rows(s, t, rows_q, cols_g, add) -> None:
     """Entries of block ``s`` (rows: queries ``rows_q`` with thresholds ``t``; columns: gallery
     ``cols_g``) that reach their row's threshold."""
     sp = _padded(s, 1)
@@ -216,11 +262,11 @@ def _rows(s, t, rows_q, cols_g, store) -> None:
     if r.numel():
         p, e = torch.nonzero(runs[r, ch] >= t[r].unsqueeze(1), as_tuple=True)
         vals = runs[r[p], ch[p], e]
-        store.add(rows_q[r[p].cpu().numpy()], cols_g[(ch[p] * _W + e).cpu().numpy()],
-                  vals.cpu().numpy())
+        add(rows_q[r[p].cpu().numpy()], cols_g[(ch[p] * _W + e).cpu().numpy()],
+            vals.cpu().numpy())
 
 
-def _cols(s, t, cols_q, rows_g, store, skip: int = 0) -> None:
+def _cols(s, t, cols_q, rows_g, add, skip: int = 0) -> None:
     """Entries of block ``s`` read by column: column j is query ``cols_q[j]`` (threshold
     ``t[j]``) against gallery ``rows_g``; the first ``skip`` columns are not read."""
     if skip:
@@ -232,66 +278,5 @@ def _cols(s, t, cols_q, rows_g, store, skip: int = 0) -> None:
     if rc.numel():
         p, e = torch.nonzero(runs[rc, :, col] >= t[col].unsqueeze(1), as_tuple=True)
         vals = runs[rc[p], e, col[p]]
-        store.add(cols_q[col[p].cpu().numpy()], rows_g[(rc[p] * _W + e).cpu().numpy()],
-                  vals.cpu().numpy())
-
-
-def own_class_best(x: torch.Tensor, qrow: np.ndarray, grow: np.ndarray, qcls: np.ndarray,
-                   gcls: np.ndarray, use_max: bool, mode: str,
-                   block: int = 512) -> np.ndarray:
-    """Approximate similarity (bound ``dot_error_bound(D, mode)``) of each query to its best
-    (``use_max``) or worst relevant item.
-
-    Rows are sorted by class and cut into segments of whole classes (at most ``block`` rows, or
-    one larger class in tiles), so only pairs near the diagonal are computed. Returns (Q,)
-    float64, NaN where a query has no relevant gallery item.
-    """
-    dev = x.device
-    mark = np.zeros(len(x), bool)
-    mark[qrow] = mark[grow] = True
-    rows = np.flatnonzero(mark)
-    pos = np.full(len(x), -1, np.int64)
-    pos[rows] = np.arange(len(rows))
-    cls = np.empty(len(rows), np.int64)
-    cls[pos[grow]] = gcls
-    cls[pos[qrow]] = qcls
-    qidx = np.full(len(rows), -1, np.int64)
-    qidx[pos[qrow]] = np.arange(len(qrow))
-    is_g = np.zeros(len(rows), bool)
-    is_g[pos[grow]] = True
-    order = np.argsort(cls, kind="stable")
-    rows, cls, qidx, is_g = rows[order], cls[order], qidx[order], is_g[order]
-    starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]])
-    ends = np.r_[starts[1:], len(rows)]
-    out = np.full(len(qrow), np.nan)
-    fill = -torch.inf if use_max else torch.inf
-    segments, a = [], 0
-    for s, e in zip(starts, ends):  # pack whole classes into segments of <= block rows
-        if e - a > block and s > a:
-            segments.append((a, s))
-            a = s
-    segments.append((a, len(rows)))
-    cls_t = torch.from_numpy(cls).to(dev)
-    gal_t = torch.from_numpy(is_g).to(dev)
-    with torch.no_grad(), matmul_precision(mode, dev):
-        for a, b in segments:
-            for ra in range(a, b, block):
-                rb = min(ra + block, b)
-                if not (qidx[ra:rb] >= 0).any():
-                    continue
-                best = torch.full((rb - ra,), fill, dtype=torch.float32, device=dev)
-                xr = operand(_view(x, rows[ra:rb]), mode)
-                for ca in range(a, b, block):
-                    cb = min(ca + block, b)
-                    s = xr @ operand(_view(x, rows[ca:cb]), mode, 1).T
-                    ok = (cls_t[ra:rb, None] == cls_t[None, ca:cb]) & gal_t[None, ca:cb]
-                    if ca == ra:  # rows are distinct: self pairs lie on this diagonal
-                        ok.fill_diagonal_(False)
-                    s.masked_fill_(~ok, fill)
-                    best = torch.maximum(best, s.amax(1)) if use_max else \
-                        torch.minimum(best, s.amin(1))
-                val = best.double().cpu().numpy()
-                q = qidx[ra:rb]
-                keep = (q >= 0) & np.isfinite(val)
-                out[q[keep]] = val[keep]
-    return out
+        add(cols_q[col[p].cpu().numpy()], rows_g[(rc[p] * _W + e).cpu().numpy()],
+            vals.cpu().numpy())

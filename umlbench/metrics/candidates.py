@@ -79,7 +79,7 @@ class Store:
         self.emit = emit
         self.size = 0
         self.limit = _BASE_LIMIT
-        self.changed = False  # thresholds raised since the caller last looked
+        self.version = 0  # counts raises of thresholds, so that readers know to refresh
 
     def add(self, q: np.ndarray, g: np.ndarray, s: np.ndarray) -> None:
         if not len(q):
@@ -120,7 +120,7 @@ class Store:
             if over.any():
                 keep = self._raise(q, s, over)
                 self.chunks[b] = [(q[keep], g[keep], s[keep])]
-                self.changed = True
+                self.version += 1
             self.size += len(self.chunks[b][0][0])
 
     def _raise(self, q, s, over) -> np.ndarray:
@@ -138,18 +138,24 @@ class Store:
         # Keep every item whose selecting value may reach the new threshold.
         return s.astype(np.float64) >= self.t[q] - self.eps - self.eps_val
 
-    def done(self, b: int) -> None:
-        """Group ``b`` is complete: hand it over and free it."""
+    def take(self, b: int):
+        """Group ``b`` is complete: remove its candidates from the store (None if taken)."""
         if self.chunks[b] is None:
-            return
-        q, g, s = self._part(b)
+            return None
+        part = self._part(b)
         self.chunks[b] = None
-        self.size -= len(q)
-        self.emit(self.members[b], q.astype(np.int64), g.astype(np.int64), s, self.info)
+        self.size -= len(part[0])
+        return part
+
+    def hand_over(self, b: int, part) -> None:
+        """Pass a taken group to ``emit`` (may run outside the lock that guards ``add``)."""
+        if part is not None:
+            q, g, s = part
+            self.emit(self.members[b], q.astype(np.int64), g.astype(np.int64), s, self.info)
 
     def finish(self) -> Candidates:
         for b in range(len(self.chunks)):
-            self.done(b)
+            self.hand_over(b, self.take(b))
         return self.info
 
 

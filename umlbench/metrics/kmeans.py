@@ -9,9 +9,14 @@ The algorithm (it defines NMI/F1's clustering; the same for every backend and de
 
 "Nearest" is exact: the score ``x . c - |c|^2 / 2`` (the same order as Euclidean distance) of the
 float32 point and centroid, as a real number, with ties going to the smaller centroid index. The
-matmul pass finds every centroid within the error bound of the best one, starting from a
-threshold given by the point's previous centroid (after the first round almost always the winner);
-float64, and integer arithmetic where float64 cannot separate two scores, settle the rest.
+matmul pass finds every centroid within the error bound of the best one; float64, and integer
+arithmetic where float64 cannot separate two scores, settle the rest.
+
+Most points keep their centroid from one round to the next, and that can be proven without
+scoring them again (Hamerly's bound): a point's margin (best score minus the best other score)
+shrinks by at most how far the scores can move, |x| |c' - c| + | |c'|^2 - |c|^2 | / 2 per
+centroid. Only points whose margin may have closed are scored again; the result is the same as
+scoring every point every round.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from umlbench.metrics.exact import U32, dot_error_bound, exact_dot
 
 __all__ = ["assign", "kmeans"]
 
-_BLOCK = (4096, 2048)  # (points, centroids) per matmul
+_BLOCK = (4096, 1024)  # (points, centroids) per matmul
 
 
 def kmeans(x: np.ndarray, k: int, seed: int = 1234, niter: int = 20, device: str = "cpu",
@@ -36,13 +41,17 @@ def kmeans(x: np.ndarray, k: int, seed: int = 1234, niter: int = 20, device: str
     k = max(1, min(k, n))
     rng = np.random.default_rng(seed)
     cent = x[np.sort(rng.choice(n, k, replace=False))].copy()
-    dev = torch.device(device)
-    xa = blockpass.operand(torch.from_numpy(x).to(dev), mode)
-    prev = None
+    xt = torch.from_numpy(x).to(torch.device(device))
+    labels, margin = assign(x, xt, cent, None, mode, norm_sq)
     for _ in range(niter):
-        prev = assign(x, xa, cent, prev, mode, norm_sq)
-        cent = _update(x, prev, cent)
-    return assign(x, xa, cent, prev, mode, norm_sq)
+        new = _update(x, labels, cent)
+        shift = _score_shift(cent, new, norm_sq)
+        cent = new
+        margin -= shift[labels] + shift.max(initial=0.0)
+        todo = np.flatnonzero(margin <= 0)  # the others may have caught up: score again
+        if len(todo):
+            labels[todo], margin[todo] = assign(x, xt, cent, labels, mode, norm_sq, todo)
+    return labels
 
 
 def _update(x: np.ndarray, labels: np.ndarray, cent: np.ndarray) -> np.ndarray:
@@ -55,15 +64,30 @@ def _update(x: np.ndarray, labels: np.ndarray, cent: np.ndarray) -> np.ndarray:
     return out
 
 
+def _score_shift(old: np.ndarray, new: np.ndarray, norm_sq: float) -> np.ndarray:
+    """Per centroid, a bound on how much any point's score can change: (k,) float64."""
+    o, w = old.astype(np.float64), new.astype(np.float64)
+    move = np.sqrt(((w - o) ** 2).sum(1))
+    half = 0.5 * np.abs((w**2).sum(1) - (o**2).sum(1))
+    return (np.sqrt(norm_sq) * move + half) * (1 + 1e-9) + 1e-15
+
+
 def _scores64(x, cent, half64, pts, cs) -> np.ndarray:
-    return (x[pts].astype(np.float64) * cent[cs].astype(np.float64)).sum(1) - half64[cs]
+    return np.einsum("ij,ij->i", x[pts], cent[cs], dtype=np.float64) - half64[cs]
 
 
-def assign(x: np.ndarray, xa: torch.Tensor, cent: np.ndarray, prev: np.ndarray | None,
-           mode: str, norm_sq: float) -> np.ndarray:
-    """Exact nearest centroid of every row of ``x``: (N,) int64 (see module docstring)."""
-    n, dim = x.shape
-    dev = xa.device
+def assign(x: np.ndarray, xt: torch.Tensor, cent: np.ndarray, prev: np.ndarray | None,
+           mode: str, norm_sq: float, rows: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact nearest centroid of the rows ``rows`` (default all) of ``x`` (``xt``: the same on
+    the device), and a lower bound on each one's margin over its best other centroid.
+
+    ``prev``: the previous labels of all rows (their scores bound the best one from below).
+    Returns (labels (R,) int64, margin (R,) float64).
+    """
+    rows = np.arange(len(x)) if rows is None else rows
+    n, dim = len(rows), x.shape[1]
+    dev = xt.device
     half64 = 0.5 * (cent.astype(np.float64) ** 2).sum(1)
     cmax = float(np.sqrt((cent.astype(np.float64) ** 2).sum(1).max(initial=0)))
     hmax = float(half64.max(initial=0))
@@ -72,14 +96,18 @@ def assign(x: np.ndarray, xa: torch.Tensor, cent: np.ndarray, prev: np.ndarray |
     eps64 = 2 * dot_error_bound(dim, "fp64", max(norm_sq, cmax**2, 1.0))
     ca = blockpass.operand(torch.from_numpy(cent).to(dev), mode, 1)
     half = torch.from_numpy(half64.astype(np.float32)).to(dev)
+    xa = blockpass.operand(xt if len(rows) == len(x) else
+                           xt[torch.from_numpy(rows).to(dev)], mode)
     if prev is None:
         t = np.full(n, -np.inf)
     else:  # the best score is at least the previous centroid's
-        t = _scores64(x, cent, half64, np.arange(n), prev) - eps64 - eps
+        t = _scores64(x, cent, half64, rows, prev[rows]) - eps64 - eps
     thr = blockpass.thresholds(t, dev)
     width = 2 * eps + 1e-6  # contenders lie within 2 eps of the best; 1e-6 absorbs rounding
     pts, cs = [], []
     best = torch.full((n,), -torch.inf, device=dev)
+    arg = torch.zeros(n, dtype=torch.int64, device=dev)
+    second = torch.full((n,), -torch.inf, device=dev)
     bp, bc = _BLOCK
     with torch.no_grad(), blockpass.matmul_precision(mode, dev):
         for a in range(0, n, bp):
@@ -87,32 +115,42 @@ def assign(x: np.ndarray, xa: torch.Tensor, cent: np.ndarray, prev: np.ndarray |
             for c in range(0, len(cent), bc):
                 d = min(c + bc, len(cent))
                 s = xa[a:b] @ ca[c:d].T - half[c:d]
-                top = s.amax(1)
+                top, at = s.max(1)
+                cut = torch.maximum(thr[a:b], torch.maximum(best[a:b], top) - width)
+                hit = torch.nonzero(top >= cut).squeeze(1)
+                if hit.numel():
+                    sub = s.index_select(0, hit)
+                    r, col = torch.nonzero(sub >= cut[hit].unsqueeze(1), as_tuple=True)
+                    pts.append((hit[r] + a).cpu().numpy())
+                    cs.append((col + c).cpu().numpy())
+                # Keep the best two values per point (the runner-up bounds the margin).
+                s[torch.arange(b - a, device=dev), at] = -torch.inf
+                runner = s.amax(1)
+                better = top > best[a:b]
+                second[a:b] = torch.maximum(torch.minimum(best[a:b], top),
+                                            torch.maximum(second[a:b], runner))
+                arg[a:b] = torch.where(better, at + c, arg[a:b])
                 best[a:b] = torch.maximum(best[a:b], top)
-                cut = torch.maximum(thr[a:b], best[a:b] - width)
-                rows = torch.nonzero(top >= cut).squeeze(1)
-                if rows.numel():
-                    sub = s.index_select(0, rows)
-                    r, col = torch.nonzero(sub >= cut[rows].unsqueeze(1), as_tuple=True)
-                    keep = sub[r, col] >= best[a:b][rows[r]] - width
-                    pts.append((rows[r][keep] + a).cpu().numpy())
-                    cs.append((col[keep] + c).cpu().numpy())
     pts, cs = np.concatenate(pts), np.concatenate(cs)
     order = np.lexsort((cs, pts))
     pts, cs = pts[order], cs[order]
     # Contenders of a point: decide in float64, and exactly where float64 cannot.
-    v64 = _scores64(x, cent, half64, pts, cs)
+    v64 = _scores64(x, cent, half64, rows[pts], cs)
     starts = np.flatnonzero(np.r_[True, pts[1:] != pts[:-1]])
-    top = np.repeat(np.maximum.reduceat(v64, starts), np.diff(np.r_[starts, len(pts)]))
-    close = v64 >= top - 2 * eps64
+    top64 = np.repeat(np.maximum.reduceat(v64, starts), np.diff(np.r_[starts, len(pts)]))
+    close = v64 >= top64 - 2 * eps64
     n_close = np.bincount(pts[close], minlength=n)
     out = np.empty(n, np.int64)
     one = close & (n_close[pts] == 1)
     out[pts[one]] = cs[one]
     for p in np.flatnonzero(n_close > 1):
         idx = np.flatnonzero(close & (pts == p))
-        out[p] = _argmax_exact(x, cent, p, cs[idx])
-    return out
+        out[p] = _argmax_exact(x, cent, rows[p], cs[idx])
+    # Margin: exact winner's score (from below) minus the best other approximation (from above).
+    best_np, second_np = best.double().cpu().numpy(), second.double().cpu().numpy()
+    other = np.where(arg.cpu().numpy() == out, second_np, best_np)
+    won = _scores64(x, cent, half64, rows, out) - eps64
+    return out, won - other - eps
 
 
 def _argmax_exact(x, cent, p, cands) -> int:

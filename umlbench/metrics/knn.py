@@ -24,6 +24,7 @@ import torch
 from umlbench.metrics import blockpass
 from umlbench.metrics.candidates import MARGIN, Candidates, Emit, collect_topk, sharded_search
 from umlbench.metrics.exact import compare_pairs, dot_error_bound, ref_dots
+from umlbench.metrics.ownclass import own_class_best
 
 __all__ = ["BACKENDS", "K_LIMIT", "Searcher", "exact_knn", "has_faiss_gpu"]
 
@@ -78,9 +79,9 @@ class Searcher:
         """Per query, a threshold every needed neighbour reaches (see ``engine.py``): the best
         (``use_max``) or worst relevant similarity minus both error bounds. (Q,) float64;
         +inf where a query has no relevant item."""
-        v = blockpass.own_class_best(self.xt, qrow, grow, qcls, gcls, use_max, self.mode)
-        t = v - 2 * self.eps - MARGIN  # own-class pass and candidate pass share self.mode
-        return np.where(np.isnan(v), np.inf, t)
+        v, err = own_class_best(self.xt, qrow, grow, qcls, gcls, use_max, self.mode,
+                                self.norm_sq)
+        return np.where(np.isnan(v), np.inf, v - err - self.eps - MARGIN)
 
     def candidates(self, qrow: np.ndarray, grow: np.ndarray, self_pos: np.ndarray,
                    t: np.ndarray, cap: np.ndarray, emit: Emit) -> Candidates:
