@@ -81,7 +81,7 @@ class _Classes:
         m = prep.manifest
         self.fmt, self.labels = fmt, set(m[C.LABEL].astype(int))
         aliases: dict[str, set[int]] = {}
-        for name, lab in m.groupby(C.LABEL)[C.CLASS_NAME].first().items():
+        for lab, name in m.groupby(C.LABEL)[C.CLASS_NAME].first().items():
             name = str(name)
             for alias in {name, name.split(".", 1)[-1], name.rsplit("/", 1)[-1]}:
                 aliases.setdefault(_norm(alias), set()).add(int(lab))

@@ -3,7 +3,9 @@
 Rows are methods (``display_name``; reported reference rows are kept apart and marked), seeds
 are aggregated as mean, sample standard deviation and count. Columns are the suite's datasets,
 ``universal``, ``harmonic_mean`` (of the per-dataset metric, per run, then averaged) and the
-trainable parameters. For ooDML, columns are the shift levels plus the normalised AUC.
+trainable parameters. For ooDML, columns are the shift levels plus the normalised AUC, and each
+dataset's block opens with a "FID (<dataset>)" row: the train/test FID of every level, as the
+split file (for imported published splits, the published value) gives it.
 Values in [0, 1] are shown in percent. The best mean of each column is bold.
 """
 
@@ -46,6 +48,8 @@ class Board:
     reported: pd.Series  # bool per row
     # Rows compared with each other (the dataset of an ooDML row); None = all rows.
     groups: pd.Series | None = None
+    # ooDML: group -> {column: train/test FID of that level}; None elsewhere.
+    fids: dict[str, dict[str, float]] | None = None
 
     @property
     def rows(self) -> list[str]:
@@ -126,8 +130,12 @@ def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str 
     mean, std, n = grouped.mean(), grouped.std(ddof=1), grouped.size()
     meta = sel.drop_duplicates("row").set_index("row")
     groups = meta["dataset"].astype(str).reindex(mean.index)
+    fid = pd.to_numeric(sel["fid"], errors="coerce")
+    fids = {str(d): {c: float(v) for c, v in part.groupby("col")["fid"].mean().items()
+                     if not math.isnan(v)}
+            for d, part in sel.assign(fid=fid).groupby("dataset")}
     board = Board(metric, columns, mean, std, n, meta["trainable"].reindex(mean.index),
-                  (meta["source"] == "reported").reindex(mean.index), groups)
+                  (meta["source"] == "reported").reindex(mean.index), groups, fids)
     board = _sorted(board, sort or "auc")
     # Datasets in suite order, each a block of methods in the requested order: levels of
     # different datasets are different splits, so rows are compared only within a dataset.
@@ -152,7 +160,7 @@ def _sorted(board: Board, key: str | None) -> Board:
 def _reordered(board: Board, order: list[str]) -> Board:
     return Board(board.metric, board.columns, board.mean.loc[order], board.std.loc[order],
                  board.n.loc[order], board.params.loc[order], board.reported.loc[order],
-                 None if board.groups is None else board.groups.loc[order])
+                 None if board.groups is None else board.groups.loc[order], board.fids)
 
 
 def _pct(v: float) -> float:
@@ -192,11 +200,24 @@ def _best(board: Board) -> dict[str, set[str]]:
     return best
 
 
-def _grid(board: Board, bold) -> tuple[list[str], list[list[str]]]:
+def _fid_row(board: Board, group: str) -> list[str]:
+    fids = (board.fids or {}).get(group, {})
+    cells = [f"{fids[c]:.2f}" if c in fids else "–" for c in board.columns]
+    return [f"FID ({group})", "–", *cells, "–"]
+
+
+def _grid(board: Board, bold) -> tuple[list[str], list[list[str]], list[str | None]]:
+    """Header, body rows and, per body row, its board row (None for an ooDML FID row)."""
     best = _best(board)
     header = ["Method", "Seeds"] + [_title(c) for c in board.columns] + ["Trainable params"]
-    body = []
+    body, keys = [], []
+    seen: set[str] = set()
     for row in board.rows:
+        group = None if board.groups is None else board.groups[row]
+        if board.fids and group is not None and group not in seen:
+            seen.add(group)
+            body.append(_fid_row(board, group))
+            keys.append(None)
         n = int(board.n.get(row, 0))
         cells = [row, "–" if board.reported.get(row) else str(n)]
         for col in board.columns:
@@ -204,11 +225,12 @@ def _grid(board: Board, bold) -> tuple[list[str], list[list[str]]]:
             cells.append(bold(text) if row in best[col] and text != "–" else text)
         cells.append(_params(board.params.get(row)))
         body.append(cells)
-    return header, body
+        keys.append(row)
+    return header, body, keys
 
 
 def to_markdown(board: Board) -> str:
-    header, body = _grid(board, lambda t: f"**{t}**")
+    header, body, _ = _grid(board, lambda t: f"**{t}**")
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in body]
@@ -221,7 +243,7 @@ _LATEX_ESCAPE = str.maketrans({"_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "
 
 
 def to_latex(board: Board) -> str:
-    header, body = _grid(board, lambda t: "\\textbf{" + t + "}")
+    header, body, _ = _grid(board, lambda t: "\\textbf{" + t + "}")
 
     def esc(text: str) -> str:
         if text.startswith("\\textbf{"):
@@ -265,8 +287,10 @@ def to_json(board: Board) -> str:
                        for c in board.columns},
             "trainable_params": _num(board.params.get(row)),
         })
-    return json.dumps({"metric": board.metric, "columns": board.columns, "rows": rows},
-                      indent=2) + "\n"
+    out = {"metric": board.metric, "columns": board.columns, "rows": rows}
+    if board.fids:
+        out["fids"] = board.fids
+    return json.dumps(out, indent=2) + "\n"
 
 
 def _num(v):
@@ -318,18 +342,21 @@ def _sort_value(v) -> str:
 
 
 def to_html(board: Board) -> str:
-    header, body = _grid(board, lambda t: f"<b>{t}</b>")
+    header, body, keys = _grid(board, lambda t: f"<b>{t}</b>")
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     rows = []
-    for row, cells in zip(board.rows, body):
-        sort_vals = [row, str(int(board.n.get(row, 0)))]
-        sort_vals += [_sort_value(board.mean.at[row, c]) for c in board.columns]
-        sort_vals.append(_sort_value(board.params.get(row)))
+    for row, cells in zip(keys, body):
+        if row is None:  # an ooDML FID row
+            sort_vals = cells
+        else:
+            sort_vals = [row, str(int(board.n.get(row, 0)))]
+            sort_vals += [_sort_value(board.mean.at[row, c]) for c in board.columns]
+            sort_vals.append(_sort_value(board.params.get(row)))
         tds = "".join(
             f'<td data-v="{html.escape(v)}">{c if c.startswith("<b>") else html.escape(c)}</td>'
             for v, c in zip(sort_vals, cells)
         )
-        cls = ' class="reported"' if board.reported.get(row) else ""
+        cls = ' class="reported"' if row is not None and board.reported.get(row) else ""
         rows.append(f"<tr{cls}>{tds}</tr>")
     caption = (f"{html.escape(board.metric)} in percent, mean ± std over seeds; best per column "
                "in bold; italic rows are reported elsewhere, not measured.")
@@ -348,7 +375,7 @@ def to_rich(board: Board):
     """A rich Table for the terminal."""
     from rich.table import Table
 
-    header, body = _grid(board, lambda t: f"[bold green]{t}[/]")
+    header, body, _ = _grid(board, lambda t: f"[bold green]{t}[/]")
     table = Table(title=f"umlbench leaderboard ({board.metric}, %)")
     for i, h in enumerate(header):
         table.add_column(h, justify="left" if i == 0 else "right")
