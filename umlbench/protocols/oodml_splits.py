@@ -93,12 +93,13 @@ class _Picker:
         self.done_te: list[int] = []
         self.last: tuple[int | None, int | None] = (None, None)
 
-    def pick(self, r_tr: np.ndarray, r_te: np.ndarray, k: int) -> tuple[int, int] | None:
+    def pick(self, r_tr: list[int], r_te: list[int], k: int) -> tuple[int, int] | None:
         recent_tr = set(self.done_tr[-self.history:])
         recent_te = set(self.done_te[-self.history:])
         p_tr, p_te = self.last
         got_tr = got_te = False
-        for a, b in zip(r_tr[k:].tolist(), r_te[k:].tolist()):
+        for i in range(k, min(len(r_tr), len(r_te))):  # zip(r_tr[k:], r_te[k:])
+            a, b = r_tr[i], r_te[i]
             if not got_tr and a not in recent_tr:
                 self.done_tr.append(a)
                 p_tr, got_tr = a, True
@@ -127,7 +128,7 @@ def _ranking(feats: np.ndarray, train: list[int], test: list[int], inverse: bool
 def _iterate(feats, train, test, per_iter, picker, inverse):
     """One iteration of swaps, in place; returns the picked (train, test) positions or None
     when no position could be picked at all."""
-    r_tr, r_te = _ranking(feats, train, test, inverse)
+    r_tr, r_te = (r.tolist() for r in _ranking(feats, train, test, inverse))
     picked = []
     for k in range(per_iter):
         pair = picker.pick(r_tr, r_te, k)
