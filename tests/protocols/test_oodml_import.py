@@ -90,7 +90,7 @@ def test_real_cars_pickle_imports(cars):
 
 
 def test_oodml_runs_use_exactly_the_pickle_classes(cars):
-    fx, root, data, classes = cars
+    fx, root, data, _ = cars
     import_reference_splits(REDUCED, root, "cars", fx.devkit)
     m = load_prepared(root, "cars").manifest
     name_of = m.groupby(C.LABEL)[C.CLASS_NAME].first()
@@ -100,7 +100,7 @@ def test_oodml_runs_use_exactly_the_pickle_classes(cars):
         got = oodml.build(cfg, root)
         train = {name_of[c] for c in m[C.LABEL].to_numpy()[got.train["row"]]}
         test = {name_of[c] for c in got.test["target"]}
-        norm = lambda names: {str(n).replace("/", "-") for n in names}  # noqa: E731
+        norm = lambda names: {str(n).replace("/", "-") for n in names}
         assert norm(train) == {str(c) for c in data[level]["train"]}
         assert norm(test) == {str(c) for c in data[level]["test"]}
         assert got.info["fid"] == pytest.approx(float(data[level]["fid"]))

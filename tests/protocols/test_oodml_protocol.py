@@ -13,8 +13,12 @@ from umlbench import const as C
 from umlbench.data.prepare import load_prepared
 from umlbench.errors import UserError
 from umlbench.protocols import fewshot, fewshot_train, oodml
-from umlbench.protocols.oodml_episodes import (SUPPORT_CLASSES_PER_SHOT, eval_rows,
-                                               make_episodes, roles)
+from umlbench.protocols.oodml_episodes import (
+    SUPPORT_CLASSES_PER_SHOT,
+    eval_rows,
+    make_episodes,
+    roles,
+)
 from umlbench.runner import build_config
 
 
@@ -74,7 +78,7 @@ def test_few_shot_episodes_adapt_the_head(aircraft_splits, env_root, mini_root):
         "eval.metrics=[recall@1,map@1000,nmi,f1]"])
     # The protocol's defaults: base model chosen on val R@1 + MAP@1000 (fewshot_ood_main.py).
     assert cfg.train.select == "val" and cfg.train.select_metric == "recall@1+map@1000"
-    [(rec, path)] = run(cfg, results_dir=env_root / "r", work_dir=env_root / "w")
+    [(rec, _)] = run(cfg, results_dir=env_root / "r", work_dir=env_root / "w")
     extra = rec.metrics["extra"]
     assert rec.protocol["shots"] == 2 and rec.protocol["episodes"] == 3
     assert "val_universal_recall@1+map@1000" in rec.history[-1]

@@ -6,9 +6,16 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from umlbench.protocols.oodml_splits import (OFFICIAL_SCHEDULES, Split, auto_splits,
-                                             frechet_distance, official_splits, removal_splits,
-                                             select_levels, swap_splits)
+from umlbench.protocols.oodml_splits import (
+    OFFICIAL_SCHEDULES,
+    Split,
+    auto_splits,
+    frechet_distance,
+    official_splits,
+    removal_splits,
+    select_levels,
+    swap_splits,
+)
 
 
 def direct_fid(a, b):

@@ -29,8 +29,12 @@ from umlbench.data.registry import suite_datasets
 from umlbench.errors import DataError, UserError
 from umlbench.protocols.base import ProtocolData
 from umlbench.protocols.oodml_episodes import EPISODES, SHOTS, eval_rows, make_episodes
-from umlbench.protocols.oodml_splits import (OFFICIAL_SCHEDULES, REMOVAL_RULES, auto_splits,
-                                             official_splits)
+from umlbench.protocols.oodml_splits import (
+    OFFICIAL_SCHEDULES,
+    REMOVAL_RULES,
+    auto_splits,
+    official_splits,
+)
 from umlbench.protocols.uml import unify_train
 
 __all__ = ["SPLIT_FORMAT", "SPLIT_VERSION", "SCHEDULES", "split_path", "load_splits",
@@ -175,7 +179,7 @@ def prepare_splits(root: Path, dataset: str, *, levels: int | None = None,
         tr = sorted(int(labels[c]) for c in s.train)
         te = sorted(int(labels[c]) for c in s.test)
         perm = rng.permutation(tr).tolist()
-        n_val = max(1, int(round(len(tr) * val_fraction)))
+        n_val = max(1, round(len(tr) * val_fraction))
         out_levels.append({
             "level": i, "key": s.key, "fid": s.fid, "train": tr, "test": te,
             "train_names": [str(names[c]) for c in tr],

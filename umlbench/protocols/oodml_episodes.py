@@ -11,7 +11,8 @@ shift curve free of a change of protocol.
 
 Few-shot episodes (fixed per level, drawn with the split file's seed). CUB/Cars style, as the
 shipped ooDML files: ``shots`` support images of every test class that has more than ``shots``
-images, the rest of the class is queried. SOP style (class-split, as the official loader builds
+images, the rest of the class is queried (In-shop: the rest keeps its query/gallery roles; a
+query whose class has no gallery image left is excluded, as in every retrieval mean). SOP style (class-split, as the official loader builds
 SOP episodes from a list of support classes): every image of a random set of test classes is
 support and the *other* test classes are queried; the official generator of those lists is not
 published, so umlbench draws ``shots`` x 2 % of the test classes (mini-SOP, 500 test classes:

@@ -149,7 +149,7 @@ def _episode(ep, classes: _Classes, images, unmapped, test: list[int], where: st
             for f in files:
                 iid = images.get((lab, str(f)))
                 if iid is None:
-                    why = unmapped.get((lab, str(f)), "no such image in the prepared data")
+                    why = unmapped.get((lab, str(f)), "no image of that name in that class")
                     raise DataError(f"{path}: {where}: image {str(f)!r} of class {str(name)!r} "
                                     f"cannot be mapped ({why})")
                 support.append(iid)

@@ -112,8 +112,11 @@ def layout_names(raw_dir: Path, devkit_dir: Path,
     """
     from umlbench.data.real import locate
 
-    annos = locate(raw_dir, "cars_annos.mat", dataset="Cars196") \
-        if not (devkit_dir / "cars_annos.mat").exists() else devkit_dir / "cars_annos.mat"
+    # The cars_annos.mat the manifest was built from; the devkit folder's as a fallback.
+    try:
+        annos = locate(raw_dir, "cars_annos.mat", "cars196/cars_annos.mat", dataset="Cars196")
+    except DataError:
+        annos = locate(devkit_dir, "cars_annos.mat", dataset="Cars196")
     train = locate(devkit_dir, "cars_train_annos.mat", "devkit/cars_train_annos.mat",
                    dataset="Cars196 devkit")
     test = locate(devkit_dir, "cars_test_annos_withlabels.mat",
