@@ -132,6 +132,15 @@ class Registry(Generic[T]):
         target = self._lazy.get(name) or self._plugin_targets().get(name)
         return source_summary(target) if target else ""
 
+    @property
+    def index(self) -> dict[str, str]:
+        """The lazy index of built-in entries, ``{name: "module:attr"}`` (a copy)."""
+        return dict(self._lazy)
+
+    def loaded(self) -> list[str]:
+        """Names whose objects are imported and registered now."""
+        return sorted(self._entries)
+
     def __contains__(self, name: object) -> bool:
         self._load_builtins()
         return name in self._entries or name in self._lazy or name in self._plugin_targets()
