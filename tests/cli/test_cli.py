@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -151,7 +150,8 @@ def test_checkpoints_are_deleted_after_a_completed_run_unless_kept(env_root):
     assert f"checkpoints: 1 run folder," in text and kept.name in text.replace(" ", "")
 
 
-def test_help_and_behaviour_agree_on_where_records_and_checkpoints_go(env_root, tmp_path):
+def test_help_and_behaviour_agree_on_where_records_and_checkpoints_go(env_root, tmp_path,
+                                                                    monkeypatch):
     from umlbench import paths
 
     res = invoke("run", "--help")
@@ -166,8 +166,8 @@ def test_help_and_behaviour_agree_on_where_records_and_checkpoints_go(env_root, 
     (path,) = (out / "mini").glob("*.json")
     assert json.loads(path.read_text())["run_id"] == path.stem
     # Without --work-dir (and $UMLBENCH_WORK) checkpoints live under the run's own data root.
-    assert paths.default_work_dir(tmp_path / "d") == tmp_path / "d" / "runs" or os.environ.get(
-        "UMLBENCH_WORK")
+    monkeypatch.delenv("UMLBENCH_WORK")
+    assert paths.default_work_dir(tmp_path / "d") == tmp_path / "d" / "runs"
 
 
 @pytest.mark.parametrize("width", [80, 120])
