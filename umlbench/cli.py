@@ -338,13 +338,14 @@ def _check_run_input(method: str, suite: str, config_file: str | None, sets: lis
     """Every mistake that needs no method code (names, config keys outside ``method.*``,
     protocol selectors), found before torch is imported; ``build_config`` checks it all again
     with the method's own hyper-parameters."""
+    from umlbench.methods import METHODS
+
+    METHODS.check(method)
     from umlbench.config import (SUITE_CONFIG_DIR, RunConfig, from_dict, load_yaml, merge,
                                  parse_overrides)
     from umlbench.data.registry import suite_datasets
-    from umlbench.methods import METHODS
     from umlbench.protocols.base import check_protocol_config
 
-    METHODS.check(method)
     suite_datasets(suite)
     suite_file = SUITE_CONFIG_DIR / f"{suite}.yaml"
     layers = [(str(suite_file), load_yaml(suite_file))] if suite_file.exists() else []

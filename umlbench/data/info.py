@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 from umlbench import const as C
-from umlbench.data.prepare import read_ready
 from umlbench.data.registry import DATASETS, SUITES
 
 __all__ = ["checkpoint_usage", "dataset_catalogue", "dataset_status", "disk_usage", "human_size"]
@@ -64,6 +63,8 @@ def dataset_catalogue() -> tuple[list[str], list[list[str]]]:
 
 def dataset_status(root: Path, suite: str | None = None) -> list[tuple[str, ...]]:
     """One row per known dataset: name, ready, train img/cls, eval img/cls, disk, source."""
+    from umlbench.data.prepare import read_ready
+
     rows = []
     names = [n for s, members in SUITES.items() if suite in (None, s) for n in members]
     for name in names:

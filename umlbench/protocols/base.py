@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from umlbench import const as C
-from umlbench.data.prepare import Prepared
+
+if TYPE_CHECKING:  # numpy/pandas load with the data, so that checking a config stays instant
+    import numpy as np
+    import pandas as pd
+
+    from umlbench.data.prepare import Prepared
 
 __all__ = ["ProtocolData", "rows_for", "eval_rows", "PROTOCOLS", "PROTOCOL_SELECTORS",
            "check_protocol_config", "protocol_defaults"]
@@ -38,6 +41,8 @@ class ProtocolData:
 
     def class_dataset(self) -> np.ndarray:
         """(num_classes,) index into ``datasets`` of each training class."""
+        import numpy as np
+
         out = np.zeros(self.num_classes, np.int64)
         out[self.train["target"].to_numpy()] = self.train["source"].to_numpy()
         return out
@@ -45,6 +50,9 @@ class ProtocolData:
 
 def rows_for(source: int, prepared: Prepared, mask: np.ndarray) -> pd.DataFrame:
     """Manifest rows selected by ``mask`` as (source, row, label, dataset) columns."""
+    import numpy as np
+    import pandas as pd
+
     m = prepared.manifest
     idx = np.flatnonzero(mask)
     return pd.DataFrame({
@@ -60,6 +68,8 @@ def eval_rows(source: int, prepared: Prepared, labels: set | None = None,
     """Evaluation rows of one dataset: "test" rows are query and gallery (leave-one-out),
     "query"/"gallery" rows are one or the other. ``labels`` restricts to those classes;
     ``leave_one_out_splits`` names the splits whose rows are both query and gallery."""
+    import numpy as np
+
     m = prepared.manifest
     split = m[C.SPLIT].to_numpy()
     mask = np.isin(split, list(leave_one_out_splits) + [C.QUERY, C.GALLERY])
