@@ -355,10 +355,10 @@ def _num(v):
 _HTML = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>umlbench leaderboard</title>
 <style>
-body{{font-family:system-ui,sans-serif;margin:2em}} .scroll{{overflow-x:auto}}
-table{{border-collapse:collapse;font-variant-numeric:tabular-nums}}
-th,td{{padding:.35em .7em;border-bottom:1px solid #ddd;text-align:right}}
-td{{white-space:nowrap}} td:first-child{{white-space:normal;min-width:12em}}
+body{{font-family:system-ui,sans-serif;margin:1.5em}} .scroll{{overflow-x:auto}}
+table{{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:.95em}}
+th,td{{padding:.35em .45em;border-bottom:1px solid #ddd;text-align:right}}
+td{{white-space:nowrap}} td:first-child{{white-space:normal;min-width:10em}}
 th:first-child,td:first-child{{text-align:left}} th{{cursor:pointer;background:#f4f4f4}}
 th.sorted-asc::after{{content:" \\25B2"}} th.sorted-desc::after{{content:" \\25BC"}}
 .sd{{font-size:.78em;color:#777}} tr.reported td{{color:#666;font-style:italic}}
