@@ -53,7 +53,6 @@ def test_builtin_methods_are_registered():
 
 
 def test_lazy_names_are_listed_without_importing_and_loaded_on_get(monkeypatch):
-    import sys
     import types
 
     module = types.ModuleType("fake_plugin_module")

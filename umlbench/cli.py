@@ -18,76 +18,18 @@ from rich.console import Console
 from rich.table import Table
 
 from umlbench import paths
+from umlbench.cli_util import Group, PathHelpOption, check_run_input, plain_table, write_text
 from umlbench.errors import UserError
 
 console = Console(stderr=True)
 out = Console()
 
 
-class _OneLineError(click.ClickException):
-    """A usage error shown as README promises: one line ``error: ...``, exit status 2."""
-
-    exit_code = 2
-
-    def show(self, file=None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-def _one_line(exc: click.UsageError) -> _OneLineError:
-    # click prints "Usage: ...", a hint and "Error: ..." on three lines; keep the message and
-    # name the command whose --help explains it.
-    message = " ".join(exc.format_message().split()).rstrip(".")
-    path = exc.ctx.command_path if exc.ctx is not None else "umlbench"
-    message = message[:1].lower() + message[1:]
-    return _OneLineError(f"{path}: {message} (see `{path} --help`)")
-
-
-class _Group(click.Group):
-    """Turns :class:`UserError` and click's usage errors into ``error: <message>`` on one line
-    and exit status 2; an interrupt into one line and 130."""
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except click.exceptions.NoArgsIsHelpError:
-            raise  # bare `umlbench`: the help text itself, as click shows it
-        except click.UsageError as exc:
-            raise _one_line(exc) from None
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except click.UsageError as exc:
-            raise _one_line(exc) from None
-        except UserError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except OSError as exc:  # a path the user gave cannot be read or written
-            where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
-            click.echo(f"error: {exc.strerror or exc}{where}", err=True)
-            ctx.exit(2)
-        except KeyboardInterrupt as exc:
-            click.echo(f"interrupted: {exc}" if str(exc) else "interrupted", err=True)
-            ctx.exit(130)
-
-
-class _PathHelpOption(click.Option):
-    """An option whose help names a default location from :mod:`umlbench.paths` (``{results}``,
-    ``{work}``, ``{data}``), resolved when the help is shown, so help and behaviour agree."""
-
-    def get_help_record(self, ctx: click.Context):
-        record = super().get_help_record(ctx)
-        if record is None:
-            return None
-        return record[0], record[1].format(results=paths.default_results_dir(),
-                                           work=paths.default_work_dir(), data=paths.data_root())
-
-
 _SEED = click.IntRange(min=0)
 _POSITIVE = click.IntRange(min=1)
 
 
-@click.group(name="umlbench", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="umlbench", cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="umlbench")
 def cli() -> None:
     """umlbench: benchmark suite and leaderboard for Unified Metric Learning."""
@@ -99,7 +41,7 @@ def cli() -> None:
 @cli.command("prepare-data")
 @click.option("--suite", default=None, help="Suite to prepare: mini (default) or uml.")
 @click.option("--dataset", "datasets", multiple=True, help="Prepare only these datasets.")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None, cls=_PathHelpOption,
+@click.option("--data-root", type=click.Path(file_okay=False), default=None, cls=PathHelpOption,
               help="Data root (default: $UMLBENCH_DATA or ~/.cache/umlbench; now {data}).")
 @click.option("--source", default=None,
               help="URL, archive or extracted folder to use instead of the official download.")
@@ -215,24 +157,11 @@ def list_(kind):
     }
     for name, (header, rows) in sections.items():
         if kind in ("all", name):
-            out.print(_plain_table(name, header, rows))
-
-
-def _plain_table(title: str, header: list[str], rows: list[list[str]]) -> Table:
-    """A borderless table whose first column never wraps and whose text wraps (never cut) to
-    the terminal width."""
-    table = Table(title=title, title_justify="left", title_style="bold", box=None,
-                  pad_edge=False, show_header=True, header_style="dim")
-    keep = [i for i in range(len(header)) if i == 0 or any(r[i] for r in rows)]
-    for i in keep:
-        table.add_column(header[i], no_wrap=i == 0, overflow="fold")
-    for row in rows:
-        table.add_row(*[row[i] for i in keep])
-    return table
+            out.print(plain_table(name, header, rows))
 
 
 @cli.command()
-@click.option("--data-root", type=click.Path(file_okay=False), default=None, cls=_PathHelpOption,
+@click.option("--data-root", type=click.Path(file_okay=False), default=None, cls=PathHelpOption,
               help="Data root (default: $UMLBENCH_DATA or ~/.cache/umlbench; now {data}).")
 @click.option("--suite", default=None, help="Only this suite.")
 def info(data_root, suite):
@@ -286,12 +215,12 @@ def info(data_root, suite):
 @click.option("--level", default=None, help="oodml/fewshot: split level, or 'all'.")
 @click.option("--shots", default=None, type=_POSITIVE, help="fewshot-train: images per class.")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N.")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None, cls=_PathHelpOption,
+@click.option("--data-root", type=click.Path(file_okay=False), default=None, cls=PathHelpOption,
               help="Data root (default: $UMLBENCH_DATA or ~/.cache/umlbench; now {data}).")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=None,
-              cls=_PathHelpOption,
+              cls=PathHelpOption,
               help="Records go to DIR/<suite>/<run id>.json (default DIR: {results}).")
-@click.option("--work-dir", type=click.Path(file_okay=False), default=None, cls=_PathHelpOption,
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None, cls=PathHelpOption,
               help="Checkpoints go to DIR/<run>-<config hash>/ until the run completes "
               "(default DIR: <data root>/runs, now {work}).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of this config.")
@@ -314,7 +243,7 @@ def run(method, suite, seed, config_file, overrides, loss, setting, protocol, da
         sets.append(f"protocol.dataset={dataset}")
     if shots is not None:
         sets.append(f"protocol.shots={shots}")
-    _check_run_input(method, suite, config_file, sets, seed, level)
+    check_run_input(method, suite, config_file, sets, seed, level)
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         _launch_torchrun(nproc)
         return
@@ -331,48 +260,6 @@ def run(method, suite, seed, config_file, overrides, loss, setting, protocol, da
                                     keep_checkpoints=keep_checkpoints):
             if path is not None:
                 _print_record(record, path)
-
-
-def _check_run_input(method: str, suite: str, config_file: str | None, sets: list[str],
-                     seed: int | None, level: str | None) -> None:
-    """Every mistake that needs no method code (names, config keys outside ``method.*``,
-    protocol selectors), found before torch is imported; ``build_config`` checks it all again
-    with the method's own hyper-parameters."""
-    from umlbench.methods import METHODS
-
-    METHODS.check(method)
-    from umlbench.config import (SUITE_CONFIG_DIR, RunConfig, from_dict, load_yaml, merge,
-                                 parse_overrides)
-    from umlbench.data.registry import suite_datasets
-    from umlbench.protocols.base import check_protocol_config
-
-    suite_datasets(suite)
-    suite_file = SUITE_CONFIG_DIR / f"{suite}.yaml"
-    layers = [(str(suite_file), load_yaml(suite_file))] if suite_file.exists() else []
-    if config_file:
-        layers.append((str(config_file), load_yaml(config_file)))
-    layers.append(("--set", parse_overrides(sets)))
-    merged: dict = {}
-    for source, layer in layers:
-        layer = {k: v for k, v in layer.items() if k not in ("method", "method_args")}
-        from_dict(RunConfig, merge({"method": method}, layer), source=source)
-        merged = merge(merged, layer)
-    if seed is not None:
-        merged["seed"] = seed
-    protocol = from_dict(RunConfig, merge({"method": method}, merged), source="config").protocol
-    if level is not None and level != "all":
-        try:
-            int(level)
-        except ValueError:
-            raise UserError(f"--level must be an integer or 'all', got {level!r}") from None
-    selected = protocol if level is None else _with_level(protocol, level)
-    check_protocol_config(selected, suite)
-
-
-def _with_level(protocol, level: str):
-    import dataclasses
-
-    return dataclasses.replace(protocol, level=1 if level == "all" else int(level))
 
 
 def _levels(level, suite, dataset, data_root, protocol):
@@ -444,9 +331,9 @@ def _print_record(record, path: Path) -> None:
 @click.option("--rerun", is_flag=True, help="Run jobs that already have a completed record.")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
 @click.option("--results-dir", type=click.Path(file_okay=False), default=None,
-              cls=_PathHelpOption,
+              cls=PathHelpOption,
               help="Records go to DIR/<suite>/<run id>.json (default DIR: {results}).")
-@click.option("--work-dir", type=click.Path(file_okay=False), default=None, cls=_PathHelpOption,
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None, cls=PathHelpOption,
               help="Checkpoints go to DIR/<run>-<config hash>/ until each run completes "
               "(default DIR: <data root>/runs, now {work}).")
 @click.option("--keep-checkpoints", is_flag=True,
@@ -589,7 +476,7 @@ _RESULTS_HELP = ("Folder of run records, searched recursively, with reported row
 @click.option("--sort", default=None, help="Column to sort by (default: harmonic mean).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None)
 @click.option("--results-dir", type=click.Path(file_okay=False), default=None,
-              cls=_PathHelpOption, help=_RESULTS_HELP)
+              cls=PathHelpOption, help=_RESULTS_HELP)
 @click.option("--no-reference", is_flag=True, help="Hide reported (non-measured) rows.")
 def leaderboard(fmt, metric, view, show_std, suite, protocol, dataset, methods, sort, out_file,
                 results_dir, no_reference):
@@ -619,18 +506,10 @@ def leaderboard(fmt, metric, view, show_std, suite, protocol, dataset, methods, 
         return
     text = render(board, fmt)
     if out_file:
-        _write_text(Path(out_file), text)
+        write_text(Path(out_file), text)
         console.print(f"wrote {out_file}", markup=False, highlight=False)
     else:
         click.echo(text, nl=False)
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write atomically (temporary file, then rename), creating missing parent folders."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.{os.getpid()}.part")
-    part.write_text(text)
-    part.replace(path)
 
 
 @cli.command()
@@ -648,7 +527,7 @@ def _write_text(path: Path, text: str) -> None:
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True,
               help="Output file; .png or .svg (both written when the suffix is omitted).")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=None,
-              cls=_PathHelpOption, help=_RESULTS_HELP)
+              cls=PathHelpOption, help=_RESULTS_HELP)
 @click.option("--no-reference", is_flag=True, help="Hide reported (non-measured) rows.")
 def plot(kind, metric, suite, dataset, methods, ablations, out_file, results_dir, no_reference):
     """Publication-quality figures from run records (PNG/SVG)."""

@@ -147,7 +147,7 @@ def test_checkpoints_are_deleted_after_a_completed_run_unless_kept(env_root):
     res = invoke("info", "--suite", "mini")
     assert res.exit_code == 0
     text = " ".join(res.output.split())
-    assert f"checkpoints: 1 run folder," in text and kept.name in text.replace(" ", "")
+    assert "checkpoints: 1 run folder," in text and kept.name in text.replace(" ", "")
 
 
 def test_help_and_behaviour_agree_on_where_records_and_checkpoints_go(env_root, tmp_path,
