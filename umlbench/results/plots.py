@@ -39,6 +39,7 @@ from matplotlib.ticker import FuncFormatter
 from umlbench.data.registry import SUITES
 from umlbench.errors import UserError
 from umlbench.results.leaderboard import COLUMN_TITLES, REPORTED_MARK
+from umlbench.results.selection import ablation_labels, main_methods
 
 __all__ = ["KINDS", "ablation_labels", "build_figure", "check_target", "datasets_figure",
            "fewshot_figure", "metric_label", "params_figure", "plot_kind", "shift_figure"]
@@ -115,26 +116,6 @@ def _styles(labels: list[str]) -> dict[str, tuple[str, str]]:
         colors = pairs[0::2] + pairs[1::2]
     return {lab: (colors[i % len(colors)], _MARKERS[i % len(_MARKERS)])
             for i, lab in enumerate(labels)}
-
-
-def ablation_labels(df: pd.DataFrame) -> set[str]:
-    """Display names of ablation rows: ``Name (variant)`` where ``Name`` is also a display name
-    of the same method (e.g. "PUMA (adapters only)" beside "PUMA"). "Fine-tuning, unified
-    (ArcFace)" has no bare "Fine-tuning, unified" row, so it is a main method."""
-    measured = df[df["source"] != "reported"]  # published rows are never ablations
-    pairs = set(zip(measured["method"].astype(str), measured["display_name"].astype(str)))
-    out = set()
-    for method, name in pairs:
-        base, sep, rest = name.partition(" (")
-        if sep and rest.endswith(")") and (method, base) in pairs:
-            out.add(name)
-    return out
-
-
-def _main_methods(df: pd.DataFrame, methods: list[str] | None) -> pd.DataFrame:
-    """``df`` without ablation rows, except those named explicitly in ``methods``."""
-    hidden = ablation_labels(df) - set(methods or ())
-    return df[~(df["display_name"].isin(hidden) & (df["source"] != "reported"))]
 
 
 def _new_figure(height: float) -> tuple[Figure, object]:
@@ -519,7 +500,7 @@ def build_figure(df: pd.DataFrame, kind: str, *, metric: str = "recall@1",
     if kind not in KINDS:
         raise UserError(f"unknown plot kind {kind!r}; known: {', '.join(KINDS)}")
     if not ablations:
-        df = _main_methods(df, methods)
+        df = main_methods(df, methods)
     kwargs = {"suite": suite, "methods": methods} | (
         {"dataset": dataset} if kind in ("shift", "fewshot") else {})
     with matplotlib.rc_context(_RC):
