@@ -33,6 +33,7 @@ CASES = {
     "--dataset under uml": (["run", "--method", "puma", "--dataset", "nosuch"], 2),
     "bad config key": (["run", "--method", "puma", "--set", "train.epoch=1"], 2),
     "negative seed": (["run", "--method", "puma", "--seed", "-1"], 2),
+    "not prepared": (["run", "--method", "puma"], 2),
     "bad choice": (["leaderboard", "--format", "xml"], 2),
     "not an npz": (["evaluate", str(Path(__file__))], 2),
 }

@@ -243,7 +243,7 @@ def run(method, suite, seed, config_file, overrides, loss, setting, protocol, da
         sets.append(f"protocol.dataset={dataset}")
     if shots is not None:
         sets.append(f"protocol.shots={shots}")
-    check_run_input(method, suite, config_file, sets, seed, level)
+    check_run_input(method, suite, config_file, sets, seed, level, data_root)
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         _launch_torchrun(nproc)
         return

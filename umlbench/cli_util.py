@@ -90,10 +90,11 @@ def plain_table(title: str, header: list[str], rows: list[list[str]]) -> Table:
 
 
 def check_run_input(method: str, suite: str, config_file: str | None, sets: list[str],
-                     seed: int | None, level: str | None) -> None:
+                     seed: int | None, level: str | None, data_root: str | None = None) -> None:
     """Every mistake that needs no method code (names, config keys outside ``method.*``,
-    protocol selectors), found before torch is imported; ``build_config`` checks it all again
-    with the method's own hyper-parameters."""
+    protocol selectors, datasets not prepared), found before torch is imported;
+    ``build_config`` and the protocol check it all again with the method's own
+    hyper-parameters."""
     from umlbench.methods import METHODS
 
     METHODS.check(method)
@@ -115,14 +116,34 @@ def check_run_input(method: str, suite: str, config_file: str | None, sets: list
         merged = merge(merged, layer)
     if seed is not None:
         merged["seed"] = seed
-    protocol = from_dict(RunConfig, merge({"method": method}, merged), source="config").protocol
+    cfg = from_dict(RunConfig, merge({"method": method}, merged), source="config")
     if level is not None and level != "all":
         try:
             int(level)
         except ValueError:
             raise UserError(f"--level must be an integer or 'all', got {level!r}") from None
-    selected = protocol if level is None else _with_level(protocol, level)
-    check_protocol_config(selected, suite)
+    protocol = cfg.protocol if level is None else _with_level(cfg.protocol, level)
+    check_protocol_config(protocol, suite)
+    needed = [protocol.dataset] if protocol.dataset else list(cfg.data.datasets or
+                                                             suite_datasets(suite))
+    root = paths.data_root(data_root or cfg.data_root)
+    for name in needed:
+        _check_prepared(root, name, suite)
+
+
+def _check_prepared(root: Path, name: str, suite: str) -> None:
+    """The quick form of :func:`umlbench.data.prepare.load_prepared`'s check (same message),
+    so that forgetting `prepare-data` is answered at once; the full check runs at load time."""
+    from umlbench import const as C
+    from umlbench.data.registry import suite_datasets
+
+    if name not in suite_datasets(suite):
+        raise UserError(f"dataset {name!r} is not in suite {suite!r}; known: "
+                        + ", ".join(suite_datasets(suite)))
+    if not (root / name / C.READY_FILE).is_file():
+        hint = (f"umlbench prepare-data --suite {suite}" if suite == "mini"
+                else f"umlbench prepare-data --dataset {name}")
+        raise UserError(f"dataset {name!r} is not prepared under {root}; run `{hint}`")
 
 
 def _with_level(protocol, level: str):
