@@ -72,8 +72,14 @@ class PathHelpOption(click.Option):
         record = super().get_help_record(ctx)
         if record is None:
             return None
-        return record[0], record[1].format(results=paths.default_results_dir(),
-                                           work=paths.default_work_dir(), data=paths.data_root())
+        return record[0], record[1].format(results=_shown(paths.default_results_dir()),
+                                           work=_shown(paths.default_work_dir()),
+                                           data=_shown(paths.data_root()))
+
+
+def _shown(path: Path) -> str:
+    """A path as a user would type it: relative ones from the current directory (./results)."""
+    return str(path) if path.is_absolute() or str(path).startswith(".") else f"./{path}"
 
 
 def plain_table(title: str, header: list[str], rows: list[list[str]]) -> Table:

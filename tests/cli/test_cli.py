@@ -157,7 +157,7 @@ def test_help_and_behaviour_agree_on_where_records_and_checkpoints_go(env_root, 
     res = invoke("run", "--help")
     text = "".join(res.output.split())  # click wraps long paths (at hyphens, too)
     assert "RecordsgotoDIR/<suite>/<runid>.json" in text
-    assert f"(defaultDIR:{paths.default_results_dir()})" in text
+    assert f"(defaultDIR:{paths.default_results_dir()})" in text  # absolute under env_root
     assert f"now{paths.default_work_dir()})" in text and "<dataroot>/runs" in text
     # --results-dir R writes R/<suite>/<run id>.json, as the help says.
     out = tmp_path / "mine"

@@ -99,6 +99,8 @@ INPUT_PROBES = [
     ("leaderboard xml", ["leaderboard", "--format", "xml"]),
     ("leaderboard unknown suffix", ["leaderboard", "--out", "{tmp}/board.pdf"]),
     ("leaderboard no results", ["leaderboard", "--results-dir", "{tmp}/empty"]),
+    ("leaderboard paper view of ooDML", ["leaderboard", "--view", "paper", "--protocol",
+                                         "oodml"]),
     ("plot pdf", ["plot", "--kind", "datasets", "--out", "{tmp}/fig.pdf"]),
     ("plot no results", ["plot", "--kind", "datasets", "--out", "{tmp}/fig.png",
                          "--results-dir", "{tmp}/empty"]),

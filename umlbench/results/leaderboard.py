@@ -187,6 +187,9 @@ def build_paper_board(df: pd.DataFrame, *, suite: str | None = None, protocol: s
     Columns are ``"<scope>/recall@K"``. A K missing from some or all records (records written
     before per-dataset K lists existed) is shown as "–" and named in ``notes``.
     """
+    if protocol in ("oodml", "fewshot"):
+        raise UserError("--view paper lays out the uml protocol's per-dataset table; ooDML "
+                        "boards have one column per shift level")
     base = build_board(df, "recall@1", suite=suite, protocol=protocol, methods=methods)
     rows = base.rows
     by_metric = {"recall@1": base}
