@@ -134,6 +134,11 @@ def prepare_splits(protocol, datasets, suite, schedule, levels, removal_rule, ba
         data = load_splits(root, path.stem)
         fids = ", ".join(f"L{lv['level']} {lv['fid']:.2f}" for lv in data["levels"])
         console.print(f"  {path}: {fids}")
+        values = [lv["fid"] for lv in data["levels"]]
+        if any(b <= a for a, b in zip(values, values[1:])):
+            click.echo(f"warning: {path.stem}: the levels' FIDs do not rise strictly (the "
+                       "official procedure does not guarantee it); --schedule fid picks "
+                       "levels by FID", err=True)
 
 
 @cli.command("list")

@@ -186,6 +186,30 @@ def test_cub_import_in_the_generator_structure(tmp_path):
     assert levels[1]["train"] == [0, 2] and levels[1]["split_val"] == [2]
 
 
+def test_prepare_splits_cli_imports_and_warns_when_fids_do_not_rise(tmp_path):
+    from click.testing import CliRunner
+
+    from umlbench.cli import cli
+
+    fx = make_cub(tmp_path / "fx")
+    root = tmp_path / "data"
+    _prepare("cub", fx.source, fx.expected, root)
+    names = load_prepared(root, "cub").manifest.groupby(C.LABEL)[C.CLASS_NAME].first()
+    n = [np.str_(names[i]) for i in range(4)]
+    data = {1: {"train": n[:2], "test": n[2:], "fid": np.float64(30.0)},
+            2: {"train": [n[0], n[2]], "test": [n[1], n[3]], "fid": np.float64(20.0)}}
+    path = tmp_path / "cub200_splits.pkl"
+    path.write_bytes(pickle.dumps(data))
+    res = CliRunner().invoke(cli, ["prepare-splits", "--dataset", "cub", "--import", str(path),
+                                   "--data-root", str(root)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "L1 30.00, L2 20.00" in res.output
+    assert "warning: cub: the levels' FIDs do not rise strictly" in res.output
+    res = CliRunner().invoke(cli, ["prepare-splits", "--dataset", "cub", "--source", "x",
+                                   "--data-root", str(root)])
+    assert res.exit_code == 2 and "error: --source is only read with --import" in res.output
+
+
 def test_sop_import_reads_product_ids_and_class_ids(tmp_path):
     fx = make_sop(tmp_path / "fx")
     root = tmp_path / "data"
