@@ -67,3 +67,12 @@ def test_run_records_hold_each_datasets_list(env_root):
     assert {k for k in rec["metrics"]["universal"] if k.startswith("recall@")} == {"recall@1"}
     assert set(rec["metrics"]["summary"]["harmonic_mean"]) == {"recall@1", "map@r"}
     assert rec["harmonic_mean"] == rec["metrics"]["summary"]["harmonic_mean"]["recall@1"]
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_the_leaderboards_paper_view_reads_the_same_lists(name):
+    # The leaderboard lays out records only; its copy of the lists must not drift from the
+    # dataset specs that decide what every run computes.
+    from umlbench.results.leaderboard import paper_recall_ks
+
+    assert paper_recall_ks(name) == DATASETS.get(name).recall_ks

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from umlbench.registry import Registry
 
+<<<<<<< HEAD
 __all__ = [
     "DATASETS",
     "SUITES",
@@ -23,6 +23,12 @@ __all__ = [
     "dataset_recall_ks",
     "suite_datasets",
 ]
+=======
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Resource", "DatasetSpec", "DATASETS", "SUITES", "suite_datasets"]
+>>>>>>> main
 
 
 @dataclass(frozen=True)
