@@ -406,10 +406,7 @@ def evaluate(embeddings, as_json, device, metrics, backend):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from umlbench.evaluate_file import evaluate_npz, json_ready
-    from umlbench.metrics.knn import BACKENDS
 
-    if backend is not None and backend not in BACKENDS:
-        raise UserError(f"unknown --backend {backend!r}; known: {', '.join(BACKENDS)}")
     with Progress(TextColumn("similarity blocks"), BarColumn(), MofNCompleteColumn(),
                   console=console, transient=True,
                   disable=not console.is_terminal) as progress:

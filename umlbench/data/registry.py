@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 from umlbench.registry import Registry
 
-<<<<<<< HEAD
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = [
     "DATASETS",
     "SUITES",
@@ -23,12 +25,6 @@ __all__ = [
     "dataset_recall_ks",
     "suite_datasets",
 ]
-=======
-if TYPE_CHECKING:
-    import pandas as pd
-
-__all__ = ["Resource", "DatasetSpec", "DATASETS", "SUITES", "suite_datasets"]
->>>>>>> main
 
 
 @dataclass(frozen=True)

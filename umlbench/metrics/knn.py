@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from umlbench.errors import UserError
 from umlbench.metrics import blockpass
 from umlbench.metrics.candidates import MARGIN, Candidates, Emit, collect_topk, sharded_search
 from umlbench.metrics.exact import compare_pairs, dot_error_bound, ref_dots
@@ -57,7 +58,7 @@ class Searcher:
         self.progress = progress
         backend = backend or "torch"
         if backend not in BACKENDS:
-            raise ValueError(f"unknown k-NN backend {backend!r}; known: {', '.join(BACKENDS)}")
+            raise UserError(f"unknown search backend {backend!r}; known: {', '.join(BACKENDS)}")
         if backend == "torch":
             fast = self.device.type == "cuda" or blockpass.cpu_has_bf16()
             self.mode = "bf16x3" if fast else "fp32"
