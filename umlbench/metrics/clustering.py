@@ -41,11 +41,18 @@ def cluster_scores(searcher, cls: np.ndarray, rows: np.ndarray, metrics, seed: i
     return out
 
 
+def _by_first_use(ids: np.ndarray) -> np.ndarray:
+    """Relabel ids 0, 1, ... in order of first appearance, so that results depend only on the
+    partition, not on how its parts are numbered (sklearn's sums follow the label order)."""
+    _, first, inv = np.unique(ids, return_index=True, return_inverse=True)
+    return np.argsort(np.argsort(first))[inv.reshape(-1)]
+
+
 def nmi(classes: np.ndarray, clusters: np.ndarray) -> float:
     """Normalised mutual information between class labels (N,) and cluster ids (N,)."""
     from sklearn.metrics import normalized_mutual_info_score
 
-    return float(normalized_mutual_info_score(classes, clusters))
+    return float(normalized_mutual_info_score(_by_first_use(classes), _by_first_use(clusters)))
 
 
 def _pairs(counts: np.ndarray) -> float:
