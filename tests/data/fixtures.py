@@ -163,8 +163,8 @@ def make_sop(d: Path) -> Fixture:
             rel = f"{supers[super_id - 1]}_final/{product}_{k}.JPG"
             write_jpeg(base / rel, 200 + image_id)
             (train if class_id <= 3 else test).append(f"{image_id} {class_id} {super_id} {rel}")
-            fx.labels[str(image_id)] = class_id - 1
-            fx.splits[str(image_id)] = "train" if class_id <= 3 else "test"
+            fx.labels[rel] = class_id - 1  # SOP images are keyed by path
+            fx.splits[rel] = "train" if class_id <= 3 else "test"
     _write(base / "Ebay_train.txt", train)
     _write(base / "Ebay_test.txt", test)
     _write(base / "Ebay_info.txt", [header] + train[1:] + test[1:])
