@@ -50,12 +50,17 @@ def cli() -> None:
 @click.option("--source", default=None,
               help="URL, archive or extracted folder to use instead of the official download.")
 @click.option("--image-size", type=int, default=None,
-              help="mini: image side (default 32); real datasets: cached shorter side (256).")
+              help="mini: image side (default 32); real datasets: the resized cache's shorter "
+                   "side (default 256; implies --cache resized).")
 @click.option("--seed", type=int, default=0, show_default=True, help="mini generator seed.")
 @click.option("--workers", type=int, default=min(8, os.cpu_count() or 1), show_default=True)
+@click.option("--cache", "image_source", type=click.Choice(["packed", "resized"]), default=None,
+              help="Real datasets: packed (default; the original files in one indexed file, "
+                   "full resolution) or resized (decoded uint8 pixels, faster, blurrier crops).")
 @click.option("--no-cache", is_flag=True, help="Keep reading the original JPEGs (no cache).")
 @click.option("--force", is_flag=True, help="Rebuild datasets that are already prepared.")
-def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, no_cache, force):
+def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, image_source,
+                 no_cache, force):
     """Prepare a suite or datasets (default: the offline `mini` suite)."""
     from umlbench.data.prepare import prepare
     from umlbench.data.registry import DATASETS, suite_datasets
@@ -75,10 +80,12 @@ def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, 
                            for s, c in report.counts.items())
         verb = "already prepared" if report.status == "skipped" else \
             f"prepared in {report.seconds:.1f}s"
-        console.print(f"  {report.name}: {verb} ({counts})")
+        console.print(f"  {report.name}: {verb} ({counts}; images {report.images})")
 
+    if no_cache and image_source:
+        raise UserError("give either --cache or --no-cache, not both")
     prepare(names, root, seed=seed, image_size=image_size, source=source, workers=workers,
-            cache=not no_cache, force=force, on_done=done)
+            image_source="files" if no_cache else image_source, force=force, on_done=done)
 
 
 @cli.command("prepare-splits")
@@ -161,7 +168,7 @@ def info(data_root, suite):
     root = paths.data_root(data_root)
     table = Table(title=f"datasets under {root}")
     for col in ("dataset", "suite", "ready", "train img/cls", "test (or query|gallery) img/cls",
-                "disk", "source"):
+                "images", "disk", "source"):
         table.add_column(col, no_wrap=col in ("dataset", "ready", "train img/cls"))
     for row in dataset_status(root, suite):
         table.add_row(*row)

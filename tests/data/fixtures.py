@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from scipy.io import savemat
 
-__all__ = ["FIXTURES", "Fixture", "pack_tar", "pack_zip", "write_jpeg"]
+__all__ = ["FIXTURES", "Fixture", "pack_tar", "pack_zip", "write_jpeg", "write_photo"]
 
 _SIZES = ((40, 30), (30, 40), (48, 32), (36, 36))  # (width, height): landscape and portrait
 
@@ -40,15 +40,44 @@ class Fixture:
     files: dict[str, Path] = field(default_factory=dict)  # official filename -> written file
 
 
-def write_jpeg(path: Path, seed: int, size: tuple[int, int] | None = None) -> None:
-    """A small, distinct RGB JPEG (``size`` = (width, height))."""
+def write_jpeg(path: Path, seed: int, size: tuple[int, int] | None = None,
+               kind: str = "rgb") -> None:
+    """A small, distinct image file (``size`` = (width, height)).
+
+    ``kind``: ``rgb`` (a YCbCr JPEG), or one of the oddities real datasets contain under a
+    .jpg name: ``gray`` (1-channel JPEG, as in CUB), ``cmyk`` (CMYK JPEG, as in the ImageNet
+    images of Stanford Dogs) and ``png`` (a PNG file, as Dogs' n02105855_2933.jpg).
+    """
     w, h = size or _SIZES[seed % len(_SIZES)]
     rng = np.random.default_rng(seed)
     img = np.empty((h, w, 3), np.uint8)
     img[:] = rng.integers(0, 256, 3, dtype=np.uint8)
     img[h // 4 : h // 2, w // 4 : w // 2] = rng.integers(0, 256, 3, dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path, quality=85)
+    im = Image.fromarray(img)
+    if kind == "png":
+        im.save(path, format="PNG")
+    else:
+        im.convert({"rgb": "RGB", "gray": "L", "cmyk": "CMYK"}[kind]).save(path, format="JPEG",
+                                                                           quality=85)
+
+
+def write_photo(path: Path, seed: int, size: tuple[int, int] = (320, 240),
+                kind: str = "rgb") -> None:
+    """A photo-like image with fine texture (smooth colour fields plus noise), so that
+    resizing visibly loses detail; ``kind`` as in :func:`write_jpeg`."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
+    big = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC), np.float64)
+    img = np.clip(big + rng.normal(0, 24, big.shape), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(img)
+    if kind == "png":
+        im.save(path, format="PNG")
+    else:
+        im.convert({"rgb": "RGB", "gray": "L", "cmyk": "CMYK"}[kind]).save(path, format="JPEG",
+                                                                           quality=90)
 
 
 def pack_tar(root: Path, entries: list[str], out: Path, gz: bool = True) -> Path:
@@ -259,11 +288,14 @@ def make_dogs(d: Path) -> Fixture:
     per_breed = [3, 2, 2, 3]
     fx = Fixture("dogs", out, {})
     files, labels, seed = [], [], 500
+    # Like the real set (its images come from ImageNet): one PNG and one CMYK JPEG named .jpg,
+    # and a grey-scale JPEG.
+    odd = {502: "png", 505: "cmyk", 508: "gray"}
     for k, (breed, n) in enumerate(zip(breeds, per_breed), 1):
         for j in range(n):
             seed += 1
             stem = f"{breed.split('-')[0]}_{1000 + 17 * j}"
-            write_jpeg(stage / "Images" / breed / f"{stem}.jpg", seed)
+            write_jpeg(stage / "Images" / breed / f"{stem}.jpg", seed, kind=odd.get(seed, "rgb"))
             files.append(f"{breed}/{stem}.jpg")
             labels.append(k)
             fx.labels[stem] = k - 1
