@@ -223,3 +223,32 @@ def test_cli_prepares_packed_by_default_and_says_so(tmp_path, monkeypatch):
     assert res.exit_code == 2 and "either --cache or --no-cache" in res.output
     res = runner.invoke(cli, args + ["--force", "--image-size", "24"])
     assert res.exit_code == 0 and "resized, shorter side 24 px" in text(res)
+
+
+def test_killed_while_packing_leaves_nothing_usable_and_a_rerun_finishes(tmp_path, monkeypatch):
+    from umlbench.data.pack import PackWriter
+    from umlbench.data.prepare import is_ready, sha256_file
+
+    fx = FIXTURES["dogs"](tmp_path / "fx")
+    spec = dataclasses.replace(DATASETS.get("dogs"), expected=fx.expected)
+    append, calls = PackWriter.append, []
+
+    def crash_after_three(self, data):
+        calls.append(1)
+        if len(calls) > 3:
+            raise KeyboardInterrupt
+        return append(self, data)
+
+    monkeypatch.setattr(PackWriter, "append", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_one(spec, tmp_path / "a", source=str(fx.source), workers=1, progress=_quiet)
+    assert not is_ready(tmp_path / "a", "dogs") and not (tmp_path / "a" / "dogs").exists()
+    monkeypatch.setattr(PackWriter, "append", append)
+    prepare_one(spec, tmp_path / "a", source=str(fx.source), workers=1, progress=_quiet)
+    # The worker pool (decoding in 2 processes) writes the very same pack and manifest.
+    prepare_one(spec, tmp_path / "b", source=str(fx.source), workers=2, progress=_quiet)
+    for f in (C.PACK_FILE, C.MANIFEST_FILE):
+        a, b = tmp_path / "a" / "dogs" / f, tmp_path / "b" / "dogs" / f
+        assert sha256_file(a) == sha256_file(b)
+        assert json.loads((tmp_path / "a" / "dogs" / C.READY_FILE).read_text())["sha256"][f] \
+            == sha256_file(a)

@@ -2,8 +2,8 @@
 
 - :func:`build_pack` appends every original file unchanged to ``images.pack`` (full
   resolution, what the official pipeline crops from; see :mod:`umlbench.data.pack`). Each file
-  is decoded once on the way, by the very function training uses, so a broken image is found
-  while preparing, not hours into a run.
+  is decoded once on the way, so a broken image is found while preparing, not hours into a
+  run.
 - :func:`build_cache` decodes every image once (JPEG draft mode), resizes its shorter side to
   ``image_size`` and appends the uint8 pixels to ``images.u8`` (:mod:`umlbench.data.cache`): a
   speed option that trades the full-resolution crops for no decoding at all.
@@ -13,6 +13,7 @@ Both keep manifest order and decode in ``workers`` processes.
 
 from __future__ import annotations
 
+import io
 import multiprocessing as mp
 import warnings
 from collections.abc import Callable, Iterable
@@ -55,24 +56,27 @@ def _resize(job: tuple[str, int]) -> np.ndarray | str:
 
 
 def _inspect(path: str) -> tuple[bytes, int, int, bool] | str:
-    """Worker: the file's bytes, decoded height and width, and whether libjpeg-turbo (not
-    PIL) decodes it; an error message on failure."""
-    import torch
+    """Worker: the file's bytes, its height and width, and whether libjpeg-turbo (not PIL)
+    will decode it at training time; an error message on failure.
 
-    from umlbench.data.pack import decode, turbo_decodable
+    The whole image is decoded once with PIL (whose JPEG decoder is libjpeg-turbo as well), so
+    truncated or corrupt files are found here; torch stays out of the workers, which keeps
+    their start-up short.
+    """
+    from PIL import Image, UnidentifiedImageError
 
-    torch.set_num_threads(1)
+    from umlbench.data.pack import turbo_decodable
+
     try:
         data = Path(path).read_bytes()
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            w, h = im.size
     except FileNotFoundError:
         return f"{path}: image file not found"
-    except OSError as exc:
-        return f"{path}: cannot read image ({exc})"
-    try:
-        image = decode(data, path)
-    except DataError as exc:
-        return str(exc)
-    return data, int(image.shape[1]), int(image.shape[2]), turbo_decodable(data)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        return f"{path}: cannot decode image ({exc})"
+    return data, h, w, turbo_decodable(data)
 
 
 def _run(worker: Callable, jobs: list, workers: int, consume: Callable[[Iterable], None],

@@ -10,7 +10,8 @@ are built on libjpeg-turbo too; ``tests/data/test_pack.py`` checks it).
 Images libjpeg-turbo should not decode the way PIL would are handed to PIL, one by one:
 anything that is not an 8-bit Huffman-coded JPEG with 1 (grey) or 3 (YCbCr/RGB) components,
 e.g. the CMYK JPEGs and the PNG saved as ``.jpg`` that ImageNet-derived sets such as Stanford
-Dogs contain. :func:`decode` picks the route per image from the JPEG frame header.
+Dogs contain. :func:`decode` picks the route per image from the JPEG frame header (and gives
+PIL any file libjpeg-turbo refuses).
 """
 
 from __future__ import annotations
@@ -155,17 +156,17 @@ def decode(data: bytes | np.ndarray, where: str | os.PathLike[str] = "image") ->
         if turbo is not None:
             # decode_jpeg wants a writable 1-D uint8 tensor; memmap slices are read-only.
             buf = torch.from_numpy(np.frombuffer(data, np.uint8).copy())
-            with warnings.catch_warnings():
-                # torchvision 0.29 deprecates its image codecs in favour of TorchCodec; they
-                # still work, and the warning would repeat for every image.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return turbo(buf)
+            try:
+                with warnings.catch_warnings():
+                    # torchvision 0.29 deprecates its image codecs in favour of TorchCodec;
+                    # they still work, and the warning would repeat for every image.
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    return turbo(buf)
+            except RuntimeError:
+                pass  # whatever libjpeg-turbo refuses, PIL decodes or names
         return _pil_decode(data)
-    except (RuntimeError, UnidentifiedImageError, OSError, ValueError,
-            Image.DecompressionBombError) as exc:
-        # torchvision prefixes its messages with the C++ source location: keep the reason.
-        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].split(".cpp:")[-1]
-        msg = msg.split(", ", 1)[-1] if ".cpp:" in str(exc) else msg
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
         raise DataError(f"{where}: cannot decode image ({msg})") from None
 
 
