@@ -89,7 +89,8 @@ def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, 
 
 
 @cli.command("prepare-splits")
-@click.option("--protocol", type=click.Choice(["oodml"]), default="oodml", show_default=True)
+@click.option("--protocol", type=click.Choice(["oodml", "fewshot-train"]), default="oodml",
+              show_default=True)
 @click.option("--dataset", "datasets", multiple=True, help="Datasets (default: the suite's).")
 @click.option("--suite", default="mini", show_default=True)
 @click.option("--levels", type=int, default=8, show_default=True,
@@ -98,8 +99,9 @@ def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, 
               help="Feature backbone for the FID (default: resnet50.tv_in1k; mini: its ViT).")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="Local weights for --backbone (machines without a model hub).")
-@click.option("--import", "import_file", type=click.Path(dir_okay=False), default=None,
-              help="Import a published ooDML split pickle instead of building splits.")
+@click.option("--import", "import_file", type=click.Path(), default=None,
+              help="Import a published ooDML split pickle instead of building splits; "
+                   "fewshot-train: the official few_shot/ folder of PUMA's K-shot subsets.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
@@ -110,12 +112,26 @@ def prepare_splits(protocol, datasets, suite, levels, backbone, weights, import_
     from umlbench.protocols.oodml import load_splits, prepare_splits as build_splits
 
     root = paths.data_root(data_root)
+    if protocol == "fewshot-train":
+        from umlbench.protocols.fewshot_subsets import import_subsets
+
+        if not import_file:
+            raise UserError("--protocol fewshot-train imports the official subsets: "
+                            "add --import DIR (the official few_shot/ folder)")
+        for res in import_subsets(Path(import_file), root, list(datasets) or None):
+            note = (f"; {res['checkpoint_copies']} Jupyter checkpoint copies mapped to their "
+                    "originals" if res["checkpoint_copies"] else "")
+            console.print(f"  {res['dataset']} {res['shots']}-shot: {res['images']} images "
+                          f"({res['distinct']} distinct{note}) -> {res['path']}")
+        return
     names = list(datasets) or list(suite_datasets(suite))
     if import_file:
         from umlbench.protocols.oodml_import import import_reference_splits
 
         if len(names) != 1:
             raise UserError("--import applies to one dataset; add --dataset NAME")
+        if Path(import_file).is_dir():
+            raise UserError(f"--import {import_file}: ooDML splits are one .pkl file, not a folder")
         written = [import_reference_splits(Path(import_file), root, names[0])]
     else:
         written = []
