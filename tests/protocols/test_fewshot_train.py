@@ -13,17 +13,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.data.fixtures import (AUTHORS_DATA, FIXTURES, OFFICIAL_FOLDERS,
-                                 write_official_subset)
+from tests.data.fixtures import AUTHORS_DATA, FIXTURES, OFFICIAL_FOLDERS, write_official_subset
 from umlbench import const as C
 from umlbench.data.manifest import make_manifest, write_manifest
 from umlbench.data.prepare import load_prepared, prepare_one
 from umlbench.data.registry import DATASETS
 from umlbench.errors import DataError, UserError
 from umlbench.protocols import fewshot_train
-from umlbench.protocols.fewshot_subsets import (TAILS, import_subsets, load_subset,
-                                                read_official_pickle,
-                                                subset_path)
+from umlbench.protocols.fewshot_subsets import (
+    TAILS,
+    import_subsets,
+    load_subset,
+    read_official_pickle,
+    subset_path,
+)
 from umlbench.runner import build_config
 
 OFFICIAL_DIR = Path(__file__).parents[1] / "data" / "official_fewshot"
