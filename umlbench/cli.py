@@ -184,7 +184,7 @@ def info(data_root, suite):
     root = paths.data_root(data_root)
     table = Table(title=f"datasets under {root}")
     for col in ("dataset", "suite", "ready", "train img/cls", "test (or query|gallery) img/cls",
-                "images", "disk", "source"):
+                "disk", "source"):
         table.add_column(col, no_wrap=col in ("dataset", "ready", "train img/cls"))
     for row in dataset_status(root, suite):
         table.add_row(*row)

@@ -213,16 +213,18 @@ def test_cli_prepares_packed_by_default_and_says_so(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "images packed, full resolution" in text(res)
     assert load_prepared(tmp_path / "root", "flowers").image_source == "packed"
-    # `umlbench info` shows the same words in its "images" column (the table's width is
+    # `umlbench info` names the image source in its "ready" column (the table's width is
     # another matter, so the rows are checked, not the rendering).
     from umlbench.data.info import dataset_status
 
     row = next(r for r in dataset_status(tmp_path / "root", "uml") if r[0] == "flowers")
-    assert row[2] == "yes" and row[5] == "packed, full resolution"
+    assert row[2] == "yes (packed)"
     res = runner.invoke(cli, args + ["--cache", "resized", "--no-cache"])
     assert res.exit_code == 2 and "either --cache or --no-cache" in res.output
     res = runner.invoke(cli, args + ["--force", "--image-size", "24"])
     assert res.exit_code == 0 and "resized, shorter side 24 px" in text(res)
+    row = next(r for r in dataset_status(tmp_path / "root", "uml") if r[0] == "flowers")
+    assert row[2] == "yes (resized 24)"
 
 
 def test_killed_while_packing_leaves_nothing_usable_and_a_rerun_finishes(tmp_path, monkeypatch):

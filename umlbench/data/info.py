@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from umlbench import const as C
-from umlbench.data.prepare import describe_images, read_ready
+from umlbench.data.prepare import image_source_of, read_ready
 from umlbench.data.registry import DATASETS, SUITES
 
 __all__ = ["dataset_status", "disk_usage"]
@@ -26,8 +26,10 @@ def _human(n: int) -> str:
 
 
 def dataset_status(root: Path, suite: str | None = None) -> list[tuple[str, ...]]:
-    """One row per known dataset: name, suite, ready, train, eval counts, images (the store:
-    packed / resized / files / generated, see ``Prepared.image_source``), disk, source."""
+    """One row per known dataset: name, suite, ready, train, eval counts, disk, source.
+
+    "ready" names the image source of a prepared dataset: ``yes (packed)``, ``yes (resized
+    256)``, ``yes (files)`` or ``yes (generated 32)`` (see ``Prepared.image_source``)."""
     rows = []
     names = [n for s, members in SUITES.items() if suite in (None, s) for n in members]
     for name in names:
@@ -35,7 +37,7 @@ def dataset_status(root: Path, suite: str | None = None) -> list[tuple[str, ...]
         info = read_ready(root, name)
         if info is None:
             partial = (root / name).exists() or any(root.glob(f".tmp-{name}-*"))
-            rows.append((name, spec.suite, "partial" if partial else "no", "", "", "", "",
+            rows.append((name, spec.suite, "partial" if partial else "no", "", "", "",
                          "needs a manual download" if spec.manual else ""))
             continue
         counts = info.get("counts", {})
@@ -49,6 +51,9 @@ def dataset_status(root: Path, suite: str | None = None) -> list[tuple[str, ...]
         raw = info.get("raw_dir")
         if raw:
             disk += disk_usage(Path(raw))
-        rows.append((name, spec.suite, "yes", fmt(C.TRAIN), evals, describe_images(info),
-                     _human(disk), str(info.get("source", ""))))
+        kind = image_source_of(info)
+        size = info.get("image_size") if kind in (C.RESIZED, C.GENERATED) else None
+        ready = f"yes ({kind}{f' {size}' if size else ''})"
+        rows.append((name, spec.suite, ready, fmt(C.TRAIN), evals, _human(disk),
+                     str(info.get("source", ""))))
     return rows
