@@ -84,6 +84,9 @@ def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, 
 
     if no_cache and image_source:
         raise UserError("give either --cache or --no-cache, not both")
+    if (no_cache or image_source) and any(DATASETS.get(n).generated for n in names):
+        raise UserError("--cache/--no-cache apply to real datasets; the mini suite's generated "
+                        "images are always stored as uint8 pixels")
     prepare(names, root, seed=seed, image_size=image_size, source=source, workers=workers,
             image_source="files" if no_cache else image_source, force=force, on_done=done)
 

@@ -221,6 +221,9 @@ def test_cli_prepares_packed_by_default_and_says_so(tmp_path, monkeypatch):
     assert row[2] == "yes (packed)"
     res = runner.invoke(cli, args + ["--cache", "resized", "--no-cache"])
     assert res.exit_code == 2 and "either --cache or --no-cache" in res.output
+    res = runner.invoke(cli, ["prepare-data", "--suite", "mini", "--cache", "packed",
+                              "--data-root", str(tmp_path / "mini")])
+    assert res.exit_code == 2 and "apply to real datasets" in res.output
     res = runner.invoke(cli, args + ["--force", "--image-size", "24"])
     assert res.exit_code == 0 and "resized, shorter side 24 px" in text(res)
     row = next(r for r in dataset_status(tmp_path / "root", "uml") if r[0] == "flowers")
