@@ -142,6 +142,7 @@ def test_import_then_fewshot_train_trains_on_exactly_those_images(uml_root, monk
     cfg = _cfg("uml", 2, "protocol.subsets=official")
     data = fewshot_train.build(cfg, root)
     assert data.info["subsets"] == {**{n: "official" for n in picked}, "aircraft": "excluded"}
+    assert data.split_files == {n: subset_path(root, n, 2) for n in picked if n != "aircraft"}
     for s, prep in enumerate(data.sources):
         rows = data.train.loc[data.train["source"] == s, "row"]
         ids = sorted(prep.manifest[C.IMAGE_ID].to_numpy()[rows.to_numpy()])

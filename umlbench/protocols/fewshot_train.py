@@ -24,7 +24,7 @@ from umlbench.config import RunConfig
 from umlbench.errors import UserError
 from umlbench.protocols import uml
 from umlbench.protocols.base import ProtocolData
-from umlbench.protocols.fewshot_subsets import load_subset
+from umlbench.protocols.fewshot_subsets import load_subset, subset_path
 
 __all__ = ["build", "derived_defaults", "official_schedule"]
 
@@ -84,7 +84,7 @@ def build(cfg: RunConfig, root: Path) -> ProtocolData:
         raise UserError(f"protocol.exclude_train names {sorted(unknown)}, which this run does "
                         f"not use (datasets: {', '.join(data.datasets)})")
     rng = np.random.default_rng([cfg.seed, 11, k])
-    official, seeded, used = [], [], {}
+    official, seeded, used, files = [], [], {}, {}
     for s, prep in enumerate(data.sources):
         train = data.train[data.train["source"] == s]
         if prep.name in p.exclude_train:
@@ -101,6 +101,7 @@ def build(cfg: RunConfig, root: Path) -> ProtocolData:
         else:
             official.append(_official(train, rows))
             used[prep.name] = "official"
+            files[prep.name] = subset_path(root, prep.name, k)
     drawn = _seeded(pd.concat(seeded), k, rng) if seeded else data.train.iloc[:0]
     train = pd.concat([*official, drawn]).sort_values(["source", "target"], kind="stable")
     # Class ids stay those of the full unified set minus excluded datasets, renumbered so that
@@ -110,4 +111,6 @@ def build(cfg: RunConfig, root: Path) -> ProtocolData:
     data.num_classes = len(classes)
     data.name = "fewshot-train"
     data.info = {"name": "fewshot-train", "shots": k, "subsets": used}
+    # The subset files read: their hashes belong to the records' data identity.
+    data.split_files = {**getattr(data, "split_files", {}), **files}
     return data
