@@ -224,6 +224,9 @@ def test_cli_prepares_packed_by_default_and_says_so(tmp_path, monkeypatch):
     res = runner.invoke(cli, ["prepare-data", "--suite", "mini", "--cache", "packed",
                               "--data-root", str(tmp_path / "mini")])
     assert res.exit_code == 2 and "apply to real datasets" in res.output
+    res = runner.invoke(cli, args + ["--cache", "resized"])  # already prepared: says so
+    assert res.exit_code == 0 and "already prepared" in text(res)
+    assert "images packed, full resolution; --force rebuilds it as resized" in text(res)
     res = runner.invoke(cli, args + ["--force", "--image-size", "24"])
     assert res.exit_code == 0 and "resized, shorter side 24 px" in text(res)
     row = next(r for r in dataset_status(tmp_path / "root", "uml") if r[0] == "flowers")

@@ -255,10 +255,13 @@ def prepare_one(
     t0 = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
     target = root / spec.name
+    kind = image_source or (C.FILES if not cache else C.RESIZED if image_size else C.PACKED)
     if not force and is_ready(root, spec.name):
         info = read_ready(root, spec.name) or {}
-        return PrepareReport(spec.name, "skipped", 0.0, info.get("counts", {}),
-                             describe_images(info))
+        images = describe_images(info)
+        if not spec.generated and image_source_of(info) != kind:
+            images += f"; --force rebuilds it as {kind}"
+        return PrepareReport(spec.name, "skipped", 0.0, info.get("counts", {}), images)
     for stale in root.glob(f".tmp-{spec.name}-*"):
         shutil.rmtree(stale, ignore_errors=True)  # left behind by a killed run
     tmp = root / f".tmp-{spec.name}-{os.getpid()}"
@@ -271,8 +274,6 @@ def prepare_one(
         else:
             from umlbench.data.real import prepare_real
 
-            kind = image_source or (C.FILES if not cache else
-                                    C.RESIZED if image_size else C.PACKED)
             manifest, info = prepare_real(
                 spec, root, tmp, source=source, image_source=kind,
                 image_size=image_size or 256, workers=workers, progress=progress,
