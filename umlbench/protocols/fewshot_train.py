@@ -104,6 +104,9 @@ def build(cfg: RunConfig, root: Path) -> ProtocolData:
             files[prep.name] = subset_path(root, prep.name, k)
     drawn = _seeded(pd.concat(seeded), k, rng) if seeded else data.train.iloc[:0]
     train = pd.concat([*official, drawn]).sort_values(["source", "target"], kind="stable")
+    if train.empty:
+        raise UserError("protocol fewshot-train has no training images left "
+                        f"(protocol.exclude_train={list(p.exclude_train)})")
     # Class ids stay those of the full unified set minus excluded datasets, renumbered so that
     # they are contiguous (the official loader never counts the classes it drops).
     classes, target = np.unique(train["target"].to_numpy(), return_inverse=True)
