@@ -213,12 +213,11 @@ def test_cli_prepares_packed_by_default_and_says_so(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "images packed, full resolution" in text(res)
     assert load_prepared(tmp_path / "root", "flowers").image_source == "packed"
-    # `umlbench info` names the image source in its "ready" column (the table's width is
-    # another matter, so the rows are checked, not the rendering).
+    # `umlbench info` names the image source at the start of its "source" column.
     from umlbench.data.info import dataset_status
 
     row = next(r for r in dataset_status(tmp_path / "root", "uml") if r[0] == "flowers")
-    assert row[2] == "yes (packed)"
+    assert row[1] == "yes" and row[-1] == f"packed: {fx.source.resolve()}"
     res = runner.invoke(cli, args + ["--cache", "resized", "--no-cache"])
     assert res.exit_code == 2 and "either --cache or --no-cache" in res.output
     res = runner.invoke(cli, ["prepare-data", "--suite", "mini", "--cache", "packed",
@@ -230,7 +229,7 @@ def test_cli_prepares_packed_by_default_and_says_so(tmp_path, monkeypatch):
     res = runner.invoke(cli, args + ["--force", "--image-size", "24"])
     assert res.exit_code == 0 and "resized, shorter side 24 px" in text(res)
     row = next(r for r in dataset_status(tmp_path / "root", "uml") if r[0] == "flowers")
-    assert row[2] == "yes (resized 24)"
+    assert row[-1] == f"resized 24: {fx.source.resolve()}"
 
 
 def test_killed_while_packing_leaves_nothing_usable_and_a_rerun_finishes(tmp_path, monkeypatch):

@@ -64,8 +64,9 @@ def dataset_catalogue() -> tuple[list[str], list[list[str]]]:
 def dataset_status(root: Path, suite: str | None = None) -> list[tuple[str, ...]]:
     """One row per known dataset: name, ready, train img/cls, eval img/cls, disk, source.
 
-    "ready" names the image source of a prepared dataset: ``yes (packed)``, ``yes (resized
-    256)``, ``yes (files)`` or ``yes (generated 32)`` (see ``Prepared.image_source``)."""
+    "source" starts with the image source of a prepared dataset (see
+    ``Prepared.image_source``): ``packed: <origin>``, ``resized 256: <origin>``,
+    ``files: <origin>``, or ``generated 32`` for the mini suite."""
     from umlbench.data.prepare import image_source_of, read_ready
 
     rows = []
@@ -91,9 +92,10 @@ def dataset_status(root: Path, suite: str | None = None) -> list[tuple[str, ...]
             disk += disk_usage(Path(raw))
         kind = image_source_of(info)
         size = info.get("image_size") if kind in (C.RESIZED, C.GENERATED) else None
-        ready = f"yes ({kind}{f' {size}' if size else ''})"
-        rows.append((name, ready, fmt(C.TRAIN), evals, human_size(disk),
-                     str(info.get("source", ""))))
+        origin = str(info.get("source", ""))
+        images = f"{kind}{f' {size}' if size else ''}"
+        source = images if kind == C.GENERATED else f"{images}: {origin}"
+        rows.append((name, "yes", fmt(C.TRAIN), evals, human_size(disk), source))
     return rows
 
 
