@@ -13,7 +13,8 @@ training tensors are timed, each on every image, in this process (one DataLoader
 
 A second group times decoding alone (PIL, pack, cache slice). Images per second and the ratio
 to the PIL pipeline are printed and stored in pytest-benchmark's ``extra_info``. Ratios are what
-to compare across machines; absolute rates depend on the CPU and its load.
+to compare across machines; absolute rates depend on the CPU and its load. Torch runs one thread,
+as in a DataLoader worker.
 
 Runs only with ``pytest benchmarks/`` (the main suite collects ``tests/`` only).
 """
@@ -41,6 +42,15 @@ from umlbench.data.prepare import Prepared, decode_image
 N = int(os.environ.get("UMLBENCH_BENCH_IMAGES", "300"))
 SIZE = (500, 375)  # (width, height) of the written JPEGs
 _rates: dict[str, float] = {}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread, as in a DataLoader worker process (PyTorch sets it there)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
