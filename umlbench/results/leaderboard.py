@@ -3,8 +3,11 @@
 Rows are methods (``display_name``; reported reference rows are kept apart and marked), seeds
 are aggregated as mean, sample standard deviation and count. Columns are the suite's datasets,
 ``universal``, ``harmonic_mean`` (of the per-dataset metric, per run, then averaged) and the
-trainable parameters. For ooDML, columns are the shift levels plus the normalised AUC.
-Values in [0, 1] are shown in percent. The best mean of each column is bold.
+trainable parameters. For ooDML, columns are the shift levels plus the normalised AUC, and each
+dataset's block opens with a "FID (<dataset>)" row (also given as a note, for the terminal
+view): the train/test FID of every level as the split file gives it (for imported published
+splits, the published value). Values in [0, 1] are shown in percent. The best mean of each
+column is bold.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class Board:
     groups: pd.Series | None = None
     # What a reader must know that the cells cannot say (e.g. a Recall@K the records lack).
     notes: list[str] = field(default_factory=list)
+    # ooDML: group -> {column: train/test FID of that level}; None elsewhere.
+    fids: dict[str, dict[str, float]] | None = None
 
     @property
     def rows(self) -> list[str]:
@@ -144,8 +149,17 @@ def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str 
     mean, std, n = grouped.mean(), grouped.std(ddof=1), grouped.size()
     meta = sel.drop_duplicates("row").set_index("row")
     groups = meta["dataset"].astype(str).reindex(mean.index)
+    fid = pd.to_numeric(sel["fid"], errors="coerce")
+    fids = {}
+    for d, part in sel.assign(fid=fid).groupby("dataset"):
+        per_level = part.groupby("col")["fid"].mean()
+        fids[str(d)] = {c: float(per_level[c]) for c in columns
+                        if c in per_level and not math.isnan(per_level[c])}
+    notes = [f"FID per level, {d}: " + " · ".join(f"{_title(c)} {v:.2f}" for c, v in f.items())
+             for d, f in fids.items() if f]
     board = Board(metric, columns, mean, std, n, meta["trainable"].reindex(mean.index),
-                  (meta["source"] == "reported").reindex(mean.index), groups)
+                  (meta["source"] == "reported").reindex(mean.index), groups, notes=notes,
+                  fids=fids)
     board = _sorted(board, sort or "auc")
     # Datasets in suite order, each a block of methods in the requested order: levels of
     # different datasets are different splits, so rows are compared only within a dataset.
@@ -271,11 +285,32 @@ def _best(board: Board) -> dict[str, set[str]]:
     return best
 
 
+def _fid_row(board: Board, group: str) -> list[str]:
+    fids = (board.fids or {}).get(group, {})
+    cells = [f"{fids[c]:.2f}" if c in fids else "–" for c in board.columns]
+    return [f"FID ({group})", "–", *cells, "–"]
+
+
+def _fid_rows(board: Board) -> dict[str, list[str]]:
+    """Board row -> the FID row that opens its dataset's block (ooDML boards)."""
+    if not board.fids or board.groups is None:
+        return {}
+    out: dict[str, list[str]] = {}
+    for row in board.rows:
+        group = board.groups[row]
+        if group not in {board.groups[r] for r in out}:
+            out[row] = _fid_row(board, group)
+    return out
+
+
 def _grid(board: Board, bold) -> tuple[list[str], list[list[str]]]:
     best = _best(board)
     header = ["Method", "Seeds"] + [_title(c) for c in board.columns] + ["Trainable params"]
     body = []
+    fid_rows = _fid_rows(board)
     for row in board.rows:
+        if row in fid_rows:
+            body.append(fid_rows[row])
         n = int(board.n.get(row, 0))
         cells = [row, "–" if board.reported.get(row) else str(n)]
         for col in board.columns:
@@ -344,8 +379,10 @@ def to_json(board: Board) -> str:
                        for c in board.columns},
             "trainable_params": _num(board.params.get(row)),
         })
-    return json.dumps({"metric": board.metric, "columns": board.columns, "rows": rows},
-                      indent=2) + "\n"
+    out = {"metric": board.metric, "columns": board.columns, "rows": rows}
+    if board.fids:
+        out["fids"] = board.fids
+    return json.dumps(out, indent=2) + "\n"
 
 
 def _num(v):
@@ -410,7 +447,12 @@ def to_html(board: Board) -> str:
     best = _best(board)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     rows = []
+    fid_rows = _fid_rows(board)
     for row in board.rows:
+        if row in fid_rows:
+            tds = "".join(f'<td data-v="{html.escape(c)}">{html.escape(c)}</td>'
+                          for c in fid_rows[row])
+            rows.append(f'<tr class="fid">{tds}</tr>')
         n = int(board.n.get(row, 0))
         cells = [(row, html.escape(row)),
                  (str(n), "–" if board.reported.get(row) else str(n))]
