@@ -189,7 +189,7 @@ def info(data_root, suite):
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N.")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
 @click.option("--results-dir", type=click.Path(file_okay=False), default=None,
-              help="Where run records go (default ./results).")
+              help="Records go to DIR/<suite>/ (default $UMLBENCH_RESULTS or ./umlbench-results).")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Checkpoints (default <data root>/runs).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of this config.")
@@ -413,19 +413,27 @@ def params(method, backbone, suite, overrides, as_json):
 @click.option("--method", "methods", multiple=True, help="Only these methods.")
 @click.option("--sort", default=None, help="Column to sort by (default: harmonic mean).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None)
-@click.option("--results-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--results-dir", type=click.Path(file_okay=False), default=None,
+              help="Records to read (default $UMLBENCH_RESULTS or ./umlbench-results; the "
+              "committed runs of a clone: results).")
 @click.option("--no-reference", is_flag=True, help="Hide reported (non-measured) rows.")
+@click.option("--group-by", "group_by", default="config,data", show_default=True,
+              help="What must match for runs to share a row (comma-separated: config, data, "
+              "code; 'name' pools every run of a display name).")
 def leaderboard(fmt, metric, suite, protocol, dataset, methods, sort, out_file, results_dir,
-                no_reference):
+                no_reference, group_by):
     """Aggregate run records into a leaderboard table."""
+    from umlbench.results.grouping import parse_group_by
     from umlbench.results.leaderboard import build_board, render, to_rich
     from umlbench.results.store import load_store
 
+    grouping = parse_group_by(group_by)
     df = load_store(Path(results_dir) if results_dir else paths.default_results_dir(),
                     include_reference=not no_reference,
                     warn=lambda m: click.echo(f"warning: {m}", err=True))
     board = build_board(df, metric, suite=suite, protocol=protocol,
-                        methods=list(methods) or None, sort=sort, dataset=dataset)
+                        methods=list(methods) or None, sort=sort, dataset=dataset,
+                        group_by=grouping)
     if fmt is None and out_file is None:
         out.print(to_rich(board))
         return
@@ -451,16 +459,72 @@ def leaderboard(fmt, metric, suite, protocol, dataset, methods, sort, out_file, 
 @click.option("--no-reference", is_flag=True, help="Hide reported (non-measured) rows.")
 def plot(kind, metric, suite, dataset, methods, out_file, results_dir, no_reference):
     """Publication-quality figures from run records (PNG/SVG)."""
+    from umlbench.results.grouping import deduplicate
     from umlbench.results.plots import plot_kind
     from umlbench.results.store import load_store
 
     df = load_store(Path(results_dir) if results_dir else paths.default_results_dir(),
                     include_reference=not no_reference,
                     warn=lambda m: click.echo(f"warning: {m}", err=True))
+    df, dropped = deduplicate(df)
+    if dropped:
+        console.print(f"note: {len(dropped)} duplicate record(s) set aside (same config, data "
+                      f"and seed as a newer one): {', '.join(dropped[:3])}"
+                      + (", …" if len(dropped) > 3 else ""))
     written = plot_kind(df, kind, Path(out_file), metric=metric, suite=suite, dataset=dataset,
                         methods=list(methods) or None)
     for path in written:
         console.print(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("paths_", metavar="PATH...", nargs=-1, required=True,
+                type=click.Path(path_type=Path))
+def validate(paths_):
+    """Check run records (*.json) and reference rows (*.yaml, *.csv) against their schemas.
+
+    Prints one line per problem; exits with status 1 if there is any."""
+    from umlbench.results.validate import validate_paths
+
+    report = validate_paths(paths_)
+    for line in report.problems:
+        click.echo(line)
+    console.print(f"{report.files} file(s) checked, {len(report.problems)} problem(s)")
+    if not report.ok:
+        click.get_current_context().exit(1)
+
+
+@cli.command()
+@click.argument("record", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--device", default=None, help="Override the record's device (auto, cpu, cuda).")
+@click.option("--results-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the new record goes (default $UMLBENCH_RESULTS or ./umlbench-results).")
+def reproduce(record, data_root, device, results_dir):
+    """Rerun RECORD with its exact config and seed; print the metric differences.
+
+    Exits with status 1 when a metric differs from the original record."""
+    from umlbench.reproduce import reproduce as rerun
+
+    rep = rerun(record, data_root=data_root, device=device,
+                results_dir=Path(results_dir) if results_dir else None, console=console)
+    if rep.identical:
+        out.print(f"identical: all {rep.compared} metrics equal the original; record: {rep.path}")
+        return
+    table = Table(title=f"{len(rep.differences)} of {rep.compared} metrics differ")
+    for col in ("metric", "original", "reproduced", "difference"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for key, was, now in rep.differences:
+        delta = now - was if isinstance(was, (int, float)) and isinstance(now, (int, float)) \
+            else None
+        table.add_row(key, _num(was), _num(now), "–" if delta is None else f"{delta:+.6g}")
+    out.print(table)
+    out.print(f"record: {rep.path}")
+    click.get_current_context().exit(1)
+
+
+def _num(v) -> str:
+    return "–" if v is None else f"{v:.6g}"
 
 
 def _format_from_suffix(path: str) -> str:

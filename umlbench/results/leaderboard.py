@@ -1,7 +1,9 @@
 """Leaderboard tables: long results frame -> aggregated table -> markdown/latex/csv/html/json.
 
 Rows are methods (``display_name``; reported reference rows are kept apart and marked), seeds
-are aggregated as mean, sample standard deviation and count. Columns are the suite's datasets,
+are aggregated as mean, sample standard deviation and count, only among runs of one config and
+data identity, each seed once (the newest record; see :mod:`umlbench.results.grouping`, which
+also labels rows that share a display name and writes the footnotes in ``Board.notes``). Columns are the suite's datasets,
 ``universal``, ``harmonic_mean`` (of the per-dataset metric, per run, then averaged) and the
 trainable parameters. For ooDML, columns are the shift levels plus the normalised AUC.
 Values in [0, 1] are shown in percent. The best mean of each column is bold.
@@ -12,13 +14,14 @@ from __future__ import annotations
 import html
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from umlbench.data.registry import SUITES
 from umlbench.errors import UserError
+from umlbench.results.grouping import DEFAULT_GROUP_BY, deduplicate, notes, row_labels
 
 __all__ = ["Board", "build_board", "render", "FORMATS", "COLUMN_TITLES"]
 
@@ -46,6 +49,8 @@ class Board:
     reported: pd.Series  # bool per row
     # Rows compared with each other (the dataset of an ooDML row); None = all rows.
     groups: pd.Series | None = None
+    # Footnotes: duplicates set aside, several code versions, unknown identity, pooling.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> list[str]:
@@ -71,8 +76,10 @@ def _dataset_order(df: pd.DataFrame) -> list[str]:
 
 def build_board(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None = None,
                 protocol: str = "uml", methods: list[str] | None = None,
-                sort: str | None = None, dataset: str | None = None) -> Board:
-    """Aggregate the long frame into a :class:`Board` (see module docstring)."""
+                sort: str | None = None, dataset: str | None = None,
+                group_by: tuple[str, ...] = DEFAULT_GROUP_BY) -> Board:
+    """Aggregate the long frame into a :class:`Board` (see module docstring); ``group_by``
+    is :func:`umlbench.results.grouping.parse_group_by`'s tuple."""
     sel = df[(df["protocol"].fillna("uml") == protocol)]
     if suite:
         sel = sel[sel["suite"] == suite]
@@ -80,14 +87,16 @@ def build_board(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None
         sel = sel[sel["method"].isin(methods) | sel["display_name"].isin(methods)]
     sel = sel[sel["status"].isin(["completed", "reported"])]
     if protocol in ("oodml", "fewshot"):
-        return _level_board(sel, metric, dataset, sort)
+        return _level_board(sel, metric, dataset, sort, group_by)
     sel = sel[(sel["metric"] == metric) & sel["scope"].notna()]
     if sel.empty:
         raise UserError(f"no {protocol} results with metric {metric!r}"
                         + (f" for suite {suite!r}" if suite else "")
                         + "; run `umlbench run` first or change --metric/--suite/--protocol")
+    sel, dropped = deduplicate(sel, group_by)
     sel = sel.assign(row=np.where(sel["source"] == "reported",
-                                  sel["display_name"] + REPORTED_MARK, sel["display_name"]))
+                                  sel["display_name"] + REPORTED_MARK,
+                                  row_labels(sel, group_by)))
     columns = _dataset_order(sel) + [c for c in ("universal", "harmonic_mean")
                                      if c in set(sel["scope"])]
     per_run = sel.pivot_table(index=["row", "run_id"], columns="scope", values="value",
@@ -99,11 +108,13 @@ def build_board(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None
     meta = sel.drop_duplicates("row").set_index("row")
     params = meta["trainable"].reindex(mean.index)
     reported = (meta["source"] == "reported").reindex(mean.index)
-    board = Board(metric, columns, mean, std, n, params, reported)
+    board = Board(metric, columns, mean, std, n, params, reported,
+                  notes=notes(sel, sel["row"], dropped, group_by))
     return _sorted(board, sort or ("harmonic_mean" if "harmonic_mean" in columns else None))
 
 
-def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str | None) -> Board:
+def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str | None,
+                 group_by: tuple[str, ...]) -> Board:
     """ooDML: rows = method x dataset, columns = levels + AUC of the universal-scope metric."""
     from umlbench.protocols.oodml_summary import normalised_auc
 
@@ -113,7 +124,10 @@ def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str 
     if sel.empty:
         raise UserError(f"no ooDML results with metric {metric!r}; run "
                         "`umlbench run --protocol oodml --level all` first")
-    sel = sel.assign(row=sel["display_name"] + " / " + sel["dataset"].astype(str),
+    sel, dropped = deduplicate(sel, group_by)
+    # Levels are the columns: a row is one config up to protocol.level, within its dataset.
+    labels = row_labels(sel, group_by, partition=["dataset"], ignore=["protocol.level"])
+    sel = sel.assign(row=labels + " / " + sel["dataset"].astype(str),
                      col="level:" + sel["level"].astype(int).astype(str))
     levels = sorted(sel["level"].dropna().astype(int).unique())
     columns = [f"level:{lv}" for lv in levels]
@@ -127,7 +141,8 @@ def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str 
     meta = sel.drop_duplicates("row").set_index("row")
     groups = meta["dataset"].astype(str).reindex(mean.index)
     board = Board(metric, columns, mean, std, n, meta["trainable"].reindex(mean.index),
-                  (meta["source"] == "reported").reindex(mean.index), groups)
+                  (meta["source"] == "reported").reindex(mean.index), groups,
+                  notes(sel, sel["row"], dropped, group_by))
     board = _sorted(board, sort or "auc")
     # Datasets in suite order, each a block of methods in the requested order: levels of
     # different datasets are different splits, so rows are compared only within a dataset.
@@ -152,7 +167,7 @@ def _sorted(board: Board, key: str | None) -> Board:
 def _reordered(board: Board, order: list[str]) -> Board:
     return Board(board.metric, board.columns, board.mean.loc[order], board.std.loc[order],
                  board.n.loc[order], board.params.loc[order], board.reported.loc[order],
-                 None if board.groups is None else board.groups.loc[order])
+                 None if board.groups is None else board.groups.loc[order], board.notes)
 
 
 def _pct(v: float) -> float:
@@ -212,6 +227,8 @@ def to_markdown(board: Board) -> str:
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in body]
+    if board.notes:
+        lines += [""] + [f"Note: {note}" for note in board.notes]
     return "\n".join(lines) + "\n"
 
 
@@ -239,6 +256,7 @@ def to_latex(board: Board) -> str:
     ]
     lines += [" & ".join(esc(c) for c in row) + " \\\\" for row in body]
     lines += ["\\bottomrule", "\\end{tabular}"]
+    lines += [f"% Note: {note}" for note in board.notes]
     return "\n".join(lines) + "\n"
 
 
@@ -265,8 +283,8 @@ def to_json(board: Board) -> str:
                        for c in board.columns},
             "trainable_params": _num(board.params.get(row)),
         })
-    return json.dumps({"metric": board.metric, "columns": board.columns, "rows": rows},
-                      indent=2) + "\n"
+    return json.dumps({"metric": board.metric, "columns": board.columns, "rows": rows,
+                       "notes": board.notes}, indent=2) + "\n"
 
 
 def _num(v):
@@ -290,6 +308,7 @@ tr.reported td{{color:#666;font-style:italic}}
 <table id="board"><thead><tr>{head}</tr></thead><tbody>
 {body}
 </tbody></table>
+{notes}
 <script>
 document.querySelectorAll("#board th").forEach(function(th, col) {{
   th.addEventListener("click", function() {{
@@ -333,7 +352,8 @@ def to_html(board: Board) -> str:
         rows.append(f"<tr{cls}>{tds}</tr>")
     caption = (f"{html.escape(board.metric)} in percent, mean ± std over seeds; best per column "
                "in bold; italic rows are reported elsewhere, not measured.")
-    return _HTML.format(caption=caption, head=head, body="\n".join(rows))
+    notes = "".join(f"<p class=\"note\">Note: {html.escape(n)}</p>" for n in board.notes)
+    return _HTML.format(caption=caption, head=head, body="\n".join(rows), notes=notes)
 
 
 def render(board: Board, fmt: str) -> str:
@@ -349,7 +369,8 @@ def to_rich(board: Board):
     from rich.table import Table
 
     header, body = _grid(board, lambda t: f"[bold green]{t}[/]")
-    table = Table(title=f"umlbench leaderboard ({board.metric}, %)")
+    table = Table(title=f"umlbench leaderboard ({board.metric}, %)",
+                  caption="\n".join(f"Note: {n}" for n in board.notes) or None)
     for i, h in enumerate(header):
         table.add_column(h, justify="left" if i == 0 else "right")
     for cells in body:
