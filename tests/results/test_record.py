@@ -187,3 +187,6 @@ def test_committed_records_load_through_the_upgrade():
         assert rec.identity["config"]["sha256"]
         if rec.upgraded_from == 1:
             assert rec.identity["data"] is None
+        else:  # committed runs come from a clean commit, with their data identity
+            assert rec.identity["code"]["dirty"] is False, path
+            assert rec.identity["data"], path
