@@ -91,11 +91,11 @@ BROKEN = [
     ("ref.yaml", REF.format(value=63.2, extra=""), "row 1 (m): values.cub: 63.2 is greater"),
     ("ref.yaml", REF.format(value=0.5, extra="    notes: typo\n"),
      "row 1 (m): unknown field ['notes']"),
-    ("ref.yaml", "rows:\n  - method: m\n    suite: mini\n", "row 1 (m): missing field "
-     "['citation']"),
+    ("ref.yaml", "rows:\n  - method: m\n    suite: mini\n",
+     "row 1 (m): missing field ['citation']"),
     ("ref.yaml", "rows: [method: {\n", "invalid YAML"),
-    ("ref.csv", "method,suite,citation,scope\nm,mini,x,cub\n", "line 2: needs both scope and "
-     "value"),
+    ("ref.csv", "method,suite,citation,scope\nm,mini,x,cub\n",
+     "line 2: needs both scope and value"),
     ("ref.csv", "method,suite,citation,scope,value\nm,mini,x,cub,high\n",
      'row 1 (m): values.cub: "high" is not number'),
 ]
@@ -119,8 +119,8 @@ def test_a_run_id_in_two_files_is_one_problem(tmp_path):
     for d in ("a", "b"):
         (tmp_path / d / "case.json").write_text(json.dumps(_good()))
     report = validate_paths([tmp_path / "a", tmp_path / "b"])
-    assert report.problems == [f"{tmp_path / 'b' / 'case.json'}: run_id 'case' is also in "
-                               f"{tmp_path / 'a' / 'case.json'}"]
+    first, second = tmp_path / "a" / "case.json", tmp_path / "b" / "case.json"
+    assert report.problems == [f"{second}: run_id 'case' is also in {first}"]
 
 
 def test_cli_prints_one_line_per_problem_and_exits_nonzero(tmp_path):
@@ -141,7 +141,7 @@ def test_cli_prints_one_line_per_problem_and_exits_nonzero(tmp_path):
 
 
 def test_store_skips_invalid_files_with_one_warning_each(tmp_path):
-    from umlbench.results.store import load_reference, load_records
+    from umlbench.results.store import load_records, load_reference
 
     for i, (name, content, _) in enumerate(BROKEN):
         if name.endswith(".json"):

@@ -3,9 +3,9 @@
 Rows are methods (``display_name``; reported reference rows are kept apart and marked), seeds
 are aggregated as mean, sample standard deviation and count, only among runs of one config and
 data identity, each seed once (the newest record; see :mod:`umlbench.results.grouping`, which
-also labels rows that share a display name and writes the footnotes in ``Board.notes``). Columns are the suite's datasets,
-``universal``, ``harmonic_mean`` (of the per-dataset metric, per run, then averaged) and the
-trainable parameters. For ooDML, columns are the shift levels plus the normalised AUC.
+also labels rows that share a display name and writes the footnotes in ``Board.notes``).
+Columns are the suite's datasets, ``universal``, ``harmonic_mean`` (of the per-dataset metric,
+per run, then averaged) and the trainable parameters. For ooDML, columns are the shift levels plus the normalised AUC.
 Values in [0, 1] are shown in percent. The best mean of each column is bold.
 """
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from umlbench.results.identity import canonical_json, code_label, data_key, data_label, hashed_config
+from umlbench.results.identity import (canonical_json, code_label, data_key, data_label,
+                                       hashed_config)
 from umlbench.results.record import RecordError, RunRecord, read_record, schema_problems
 
 __all__ = ["COLUMNS", "IDENTITY_COLUMNS", "find_record_files", "load_records", "records_frame",
