@@ -459,7 +459,7 @@ def leaderboard(fmt, metric, suite, protocol, dataset, methods, sort, out_file, 
 @click.option("--no-reference", is_flag=True, help="Hide reported (non-measured) rows.")
 def plot(kind, metric, suite, dataset, methods, out_file, results_dir, no_reference):
     """Publication-quality figures from run records (PNG/SVG)."""
-    from umlbench.results.grouping import deduplicate
+    from umlbench.results.grouping import deduplicate, mixed_data
     from umlbench.results.plots import plot_kind
     from umlbench.results.store import load_store
 
@@ -470,7 +470,10 @@ def plot(kind, metric, suite, dataset, methods, out_file, results_dir, no_refere
     if dropped:
         console.print(f"note: {len(dropped)} duplicate record(s) set aside (same config, data "
                       f"and seed as a newer one): {', '.join(dropped[:3])}"
-                      + (", …" if len(dropped) > 3 else ""))
+                      + (", …" if len(dropped) > 3 else ""), markup=False)
+    for name in mixed_data(df):
+        console.print(f"note: {name} pools runs of different data identities; "
+                      "`umlbench leaderboard` shows them apart", markup=False)
     written = plot_kind(df, kind, Path(out_file), metric=metric, suite=suite, dataset=dataset,
                         methods=list(methods) or None)
     for path in written:

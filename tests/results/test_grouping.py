@@ -109,3 +109,38 @@ def test_level_board_keeps_levels_as_columns_and_splits_other_data():
     assert board.columns == ["level:1", "level:2", "auc"]
     assert len(board.rows) == 2 and all(r.startswith("PUMA [data ") for r in board.rows)
     assert sorted(board.n.tolist()) == [1, 2]
+
+
+def test_terminal_table_shows_bracketed_labels_verbatim():
+    from rich.console import Console
+
+    from umlbench.results.leaderboard import to_rich
+
+    cache = make_record(seed=0, run_id="a", display="PUMA", data=data_block(image_size=256))
+    raw = make_record(seed=0, run_id="b", display="PUMA",
+                      data=data_block(kind="raw", image_size=None))
+    console = Console(record=True, width=200)
+    console.print(to_rich(_board([cache, raw])))
+    text = console.export_text()
+    assert "PUMA [cache 256]" in text and "PUMA [raw]" in text
+
+
+def test_plot_counts_each_seed_once_and_says_so(tmp_path):
+    from click.testing import CliRunner
+
+    from umlbench.cli import cli
+    from umlbench.results.record import write_record
+
+    for run_id, created in (("old", "2026-01-01T00:00:00"), ("new", "2026-01-02T00:00:00")):
+        write_record(make_record(seed=0, run_id=run_id, display="PUMA", created=created),
+                     tmp_path / "mini")
+    res = CliRunner().invoke(cli, ["plot", "--kind", "datasets", "--results-dir", str(tmp_path),
+                                   "--out", str(tmp_path / "fig.png")])
+    assert res.exit_code == 0, res.output
+    assert "note: 1 duplicate record(s) set aside" in res.stderr and "old" in res.stderr
+    assert "pools runs of different data" not in res.stderr
+    write_record(make_record(seed=1, run_id="raw", display="PUMA",
+                             data=data_block(kind="raw", image_size=None)), tmp_path / "mini")
+    res = CliRunner().invoke(cli, ["plot", "--kind", "datasets", "--results-dir", str(tmp_path),
+                                   "--out", str(tmp_path / "fig.png")])
+    assert "note: PUMA pools runs of different data identities" in res.stderr

@@ -23,7 +23,7 @@ from umlbench.errors import UserError
 from umlbench.results.identity import canonical_json, flatten, sha256_text
 
 __all__ = ["GROUP_FIELDS", "DEFAULT_GROUP_BY", "parse_group_by", "deduplicate", "row_labels",
-           "notes"]
+           "notes", "mixed_data"]
 
 GROUP_FIELDS = {"config": "config_id", "data": "data_id", "code": "code_version"}
 DEFAULT_GROUP_BY = ("config", "data")
@@ -188,3 +188,11 @@ def notes(df: pd.DataFrame, rows: pd.Series, dropped: list[str],
         out.append(f"Pooled with --group-by {','.join(group_by) or 'name'}: a row may average "
                    f"runs of different {' and '.join(pooled)}")
     return out
+
+
+def mixed_data(df: pd.DataFrame) -> list[str]:
+    """Display names whose runs in ``df`` have more than one data identity (a figure that draws
+    one line or bar per display name pools them)."""
+    runs = _runs(df)
+    counts = runs.groupby("display_name")["data_id"].nunique()
+    return sorted(str(n) for n in counts[counts > 1].index)

@@ -366,13 +366,15 @@ def render(board: Board, fmt: str) -> str:
 
 def to_rich(board: Board):
     """A rich Table for the terminal."""
+    from rich.markup import escape
     from rich.table import Table
 
     header, body = _grid(board, lambda t: f"[bold green]{t}[/]")
     table = Table(title=f"umlbench leaderboard ({board.metric}, %)",
-                  caption="\n".join(f"Note: {n}" for n in board.notes) or None)
+                  caption=escape("\n".join(f"Note: {n}" for n in board.notes)) or None)
     for i, h in enumerate(header):
         table.add_column(h, justify="left" if i == 0 else "right")
     for cells in body:
-        table.add_row(*cells)
+        # Row labels name what sets rows apart in brackets ("PUMA [cache 256]"): not markup.
+        table.add_row(escape(cells[0]), *cells[1:])
     return table
