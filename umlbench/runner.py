@@ -117,7 +117,10 @@ def config_hash(cfg: RunConfig) -> str:
 
 def protocol_data_identity(data: ProtocolData) -> dict:
     """``identity.data`` of the datasets (and split files) ``data`` reads."""
-    return data_identity(((p.name, p.ready, _rows_hash(p)) for p in data.sources),
+    # A prepared dataset that names its image source itself (Prepared.image_source) is
+    # believed; older ones are described from their READY marker.
+    return data_identity(((p.name, p.ready, _rows_hash(p), getattr(p, "image_source", None),
+                           getattr(p, "image_size", None)) for p in data.sources),
                          data.split_files)
 
 

@@ -17,17 +17,18 @@ def _board(records, **kwargs):
 
 
 def test_same_method_and_seed_with_other_data_is_another_row():
-    cache = make_record(seed=0, run_id="a", display="PUMA", data=data_block(image_size=256))
-    raw = make_record(seed=0, run_id="b", display="PUMA", r1=(0.7, 0.8),
-                      data=data_block(kind="raw", image_size=None))
-    board = _board([cache, raw])
-    assert sorted(board.rows) == ["PUMA [cache 256]", "PUMA [raw]"]
-    assert board.n.to_dict() == {"PUMA [cache 256]": 1, "PUMA [raw]": 1}
-    assert board.mean.at["PUMA [raw]", "mini-cub"] == pytest.approx(0.7)
+    resized = make_record(seed=0, run_id="a", display="PUMA",
+                          data=data_block(kind="resized", image_size=256))
+    packed = make_record(seed=0, run_id="b", display="PUMA", r1=(0.7, 0.8),
+                      data=data_block(kind="packed", image_size=None))
+    board = _board([resized, packed])
+    assert sorted(board.rows) == ["PUMA [packed]", "PUMA [resized 256]"]
+    assert board.n.to_dict() == {"PUMA [resized 256]": 1, "PUMA [packed]": 1}
+    assert board.mean.at["PUMA [packed]", "mini-cub"] == pytest.approx(0.7)
     # Data that differs where the label cannot show it (same image source, other manifest).
-    other = make_record(seed=0, run_id="c", display="PUMA", data=data_block(image_size=256,
-                                                                            manifest="other"))
-    rows = _board([cache, other]).rows
+    other = make_record(seed=0, run_id="c", display="PUMA",
+                        data=data_block(kind="resized", image_size=256, manifest="other"))
+    rows = _board([resized, other]).rows
     assert len(rows) == 2 and all(r.startswith("PUMA [data ") for r in rows)
 
 
@@ -35,7 +36,7 @@ def test_records_without_data_identity_are_a_row_of_their_own():
     new = [make_record(seed=s, run_id=f"new{s}", display="PUMA") for s in (0, 1)]
     old = make_record(seed=2, run_id="old", display="PUMA", data=None)
     board = _board(new + [old])
-    assert board.n.to_dict() == {"PUMA [cache 32]": 2, "PUMA [data unknown]": 1}
+    assert board.n.to_dict() == {"PUMA [generated 32]": 2, "PUMA [data unknown]": 1}
     assert any("without data identity" in n and "PUMA [data unknown]" in n for n in board.notes)
 
 
@@ -80,13 +81,14 @@ def test_several_code_versions_get_a_footnote():
 
 
 def test_group_by_name_pools_deliberately():
-    cache = make_record(seed=0, run_id="a", display="PUMA", data=data_block(image_size=256))
-    raw = make_record(seed=1, run_id="b", display="PUMA",
-                      data=data_block(kind="raw", image_size=None))
-    board = _board([cache, raw], group_by=parse_group_by("name"))
+    resized = make_record(seed=0, run_id="a", display="PUMA",
+                          data=data_block(kind="resized", image_size=256))
+    packed = make_record(seed=1, run_id="b", display="PUMA",
+                      data=data_block(kind="packed", image_size=None))
+    board = _board([resized, packed], group_by=parse_group_by("name"))
     assert board.rows == ["PUMA"] and board.n["PUMA"] == 2
     assert any(n.startswith("Pooled with --group-by name") for n in board.notes)
-    assert _board([cache, raw], group_by=parse_group_by("config")).n.to_dict() == {"PUMA": 2}
+    assert _board([resized, packed], group_by=parse_group_by("config")).n.to_dict() == {"PUMA": 2}
 
 
 def test_group_by_rejects_unknown_fields():
@@ -116,13 +118,14 @@ def test_terminal_table_shows_bracketed_labels_verbatim():
 
     from umlbench.results.leaderboard import to_rich
 
-    cache = make_record(seed=0, run_id="a", display="PUMA", data=data_block(image_size=256))
-    raw = make_record(seed=0, run_id="b", display="PUMA",
-                      data=data_block(kind="raw", image_size=None))
+    resized = make_record(seed=0, run_id="a", display="PUMA",
+                          data=data_block(kind="resized", image_size=256))
+    packed = make_record(seed=0, run_id="b", display="PUMA",
+                      data=data_block(kind="packed", image_size=None))
     console = Console(record=True, width=200)
-    console.print(to_rich(_board([cache, raw])))
+    console.print(to_rich(_board([resized, packed])))
     text = console.export_text()
-    assert "PUMA [cache 256]" in text and "PUMA [raw]" in text
+    assert "PUMA [resized 256]" in text and "PUMA [packed]" in text
 
 
 def test_plot_counts_each_seed_once_and_says_so(tmp_path):
@@ -140,7 +143,7 @@ def test_plot_counts_each_seed_once_and_says_so(tmp_path):
     assert "note: 1 duplicate record(s) set aside" in res.stderr and "old" in res.stderr
     assert "pools runs of different data" not in res.stderr
     write_record(make_record(seed=1, run_id="raw", display="PUMA",
-                             data=data_block(kind="raw", image_size=None)), tmp_path / "mini")
+                             data=data_block(kind="packed", image_size=None)), tmp_path / "mini")
     res = CliRunner().invoke(cli, ["plot", "--kind", "datasets", "--results-dir", str(tmp_path),
                                    "--out", str(tmp_path / "fig.png")])
     assert "note: PUMA pools runs of different data identities" in res.stderr

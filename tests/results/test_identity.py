@@ -70,27 +70,31 @@ READY_CACHE = {"format": 1, "cache": True, "image_size": 256, "raw_dir": "/x",
 def test_dataset_identity_from_todays_ready_files():
     ident = dataset_identity(READY_CACHE, "r" * 64)
     assert ident == {"manifest_sha256": "a" * 64, "rows_sha256": "r" * 64,
-                     "images": {"kind": "cache", "image_size": 256,
+                     "images": {"kind": "resized", "image_size": 256,
                                 "sha256": {"images.u8": "b" * 64}},
                      "split_sha256": None}
-    raw = dataset_identity({**READY_CACHE, "cache": False,
-                            "sha256": {"manifest.parquet": "a" * 64}}, "r" * 64)
-    assert raw["images"] == {"kind": "raw", "image_size": None, "sha256": {}}
-    assert data_label({"cub": ident}) == "cache 256" and data_label({"cub": raw}) == "raw"
+    files = dataset_identity({**READY_CACHE, "cache": False,
+                              "sha256": {"manifest.parquet": "a" * 64}}, "r" * 64)
+    assert files["images"] == {"kind": "files", "image_size": None, "sha256": {}}
+    mini = dataset_identity({**READY_CACHE, "source": "generated", "image_size": 32}, None)
+    assert mini["images"]["kind"] == "generated" and mini["images"]["image_size"] == 32
+    assert data_label({"cub": ident}) == "resized 256" and data_label({"cub": files}) == "files"
     assert data_label(None) == "data unknown"
 
 
-def test_dataset_identity_takes_readys_image_source_when_it_has_one(tmp_path):
-    ready = {**READY_CACHE, "image_source": {"kind": "jpeg-pack", "image_size": None},
+def test_dataset_identity_takes_the_image_source_the_dataset_names(tmp_path):
+    ready = {**READY_CACHE, "image_source": "packed",
              "sha256": {"manifest.parquet": "a" * 64, "images.pack": "c" * 64}}
     split = tmp_path / "splits.json"
     split.write_text("{}")
     ident = dataset_identity(ready, "r" * 64, split)
-    assert ident["images"] == {"kind": "jpeg-pack", "image_size": None,
+    # A full-resolution source has no image size, whatever READY's image_size says.
+    assert ident["images"] == {"kind": "packed", "image_size": None,
                                "sha256": {"images.pack": "c" * 64}}
     assert ident["split_sha256"] == sha256_text("{}")
-    assert dataset_identity({**READY_CACHE, "image_source": "raw"}, None)["images"]["kind"] == \
-        "raw"
+    # The Prepared object's own account (kind, size) wins over READY.
+    told = dataset_identity(READY_CACHE, None, kind="resized", image_size=224)
+    assert told["images"]["kind"] == "resized" and told["images"]["image_size"] == 224
 
 
 def test_data_key_ignores_the_parquet_file_hash_but_not_the_rows():

@@ -24,7 +24,7 @@ def fake_hash(text: str) -> str:
     return sha256_text(text)
 
 
-def data_block(datasets=("mini-cub", "mini-cars"), kind="cache", image_size=32,
+def data_block(datasets=("mini-cub", "mini-cars"), kind="generated", image_size=32,
                manifest="m", split=None) -> dict:
     """identity.data of a record that used ``datasets`` (fixture values)."""
     return {d: {"manifest_sha256": fake_hash(f"{manifest}-file-{d}"),

@@ -4,7 +4,7 @@ A row is one display name with one config identity and one data identity (the de
 ``group_by = ("config", "data")``): seeds are averaged only within it. When several records
 share a group, a seed and a protocol outcome (dataset, level, shots), only the newest is
 counted and the others are reported as set aside. Rows that share a display name but differ in
-identity are shown apart, each labelled with what differs ("PUMA [cache 256]",
+identity are shown apart, each labelled with what differs ("PUMA [resized 256]",
 "PUMA [train.epochs=8]"). ``group_by`` is the escape hatch: ``()`` (``--group-by name``) pools
 every run of a display name, ``("config", "data", "code")`` also separates code versions.
 

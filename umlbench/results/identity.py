@@ -9,7 +9,8 @@ Every record (schema 2) holds an ``identity`` block:
 * ``data``: per dataset used, the manifest file's SHA-256 (as its READY marker lists it), a
   hash of the manifest's rows (the same whatever Parquet library wrote the file), the image
   source (kind, image size and the SHA-256 of every image file READY lists) and the SHA-256 of
-  the split file the protocol read (ooDML levels, few-shot episodes), or null when it read none.
+  the split file the protocol read (ooDML levels, few-shot episodes, imported few-shot
+  training subsets), or null when it read none.
 * ``code``: umlbench version, git commit, dirty flag and the hash of the diff when dirty
   (see :func:`umlbench.env.code_identity`).
 
@@ -29,7 +30,7 @@ from typing import Any
 __all__ = ["RESULT_NEUTRAL", "FILE_KEYS", "canonical_json", "sha256_text", "sha256_file",
            "hashed_config", "config_identity", "config_key", "file_hashes", "rows_sha256",
            "dataset_identity", "data_identity", "data_key", "data_label", "code_label",
-           "flatten", "data_differences", "get_dotted"]
+           "flatten", "data_differences", "get_dotted", "image_source"]
 
 # Config keys (dotted) that do not change what a run computes. The seed is the one varied
 # on purpose (recorded in ``seed``); the others are where and how fast it runs.
@@ -141,42 +142,51 @@ def rows_sha256(manifest) -> str:
     return sha256_text(manifest[cols].to_csv(index=False, lineterminator="\n"))
 
 
-def dataset_identity(ready: Mapping, rows_hash: str | None,
-                     split_file: Path | None = None) -> dict:
+# Image sources whose pixels are the original files at full resolution (no image size).
+FULL_RESOLUTION = ("files", "packed")
+
+
+def image_source(ready: Mapping) -> str:
+    """The image source a READY marker describes: its ``image_source`` when it names one;
+    markers written before that key existed hold the mini generator's images
+    (``generated``), a resized uint8 cache (``cache: true``: ``resized``) or nothing but the
+    original files (``files``)."""
+    kind = ready.get("image_source")
+    if isinstance(kind, str) and kind:
+        return kind
+    if ready.get("source") == "generated":
+        return "generated"
+    return "resized" if ready.get("cache") else "files"
+
+
+def dataset_identity(ready: Mapping, rows_hash: str | None, split_file: Path | None = None,
+                     *, kind: str | None = None, image_size: int | None = None) -> dict:
     """Identity of one prepared dataset from its READY marker (``data/prepare.py``).
 
-    The image source is READY's ``image_source`` when it has one (a kind name or a mapping);
-    READY files without it describe a uint8 cache (``cache: true`` + ``image_size``) or the
-    original files (``cache: false``)."""
+    ``kind``/``image_size``: the prepared dataset's own account of its image source (its
+    ``Prepared.image_source``/``image_size``) when it gives one; otherwise they are read from
+    READY (:func:`image_source`; full-resolution sources have no size)."""
     files = dict(ready.get("sha256") or {})
     manifest = files.pop("manifest.parquet", None)
-    source = ready.get("image_source")
-    if isinstance(source, Mapping):
-        images = dict(source)
-    elif isinstance(source, str):
-        images = {"kind": source}
-    elif ready.get("cache"):
-        images = {"kind": "cache"}
-    else:
-        images = {"kind": "raw"}
-    if images["kind"] != "raw":
-        images.setdefault("image_size", ready.get("image_size"))
-    images.setdefault("image_size", None)
-    images.setdefault("sha256", files)
+    if kind is None:
+        kind = image_source(ready)
+        image_size = None if kind in FULL_RESOLUTION else ready.get("image_size")
     return {
         "manifest_sha256": manifest,
         "rows_sha256": rows_hash,
-        "images": images,
+        "images": {"kind": kind, "image_size": image_size, "sha256": files},
         "split_sha256": sha256_file(split_file) if split_file else None,
     }
 
 
-def data_identity(sources: Iterable[tuple[str, Mapping, str | None]],
+def data_identity(sources: Iterable[tuple[str, Mapping, str | None, str | None, int | None]],
                   split_files: Mapping[str, Path] | None = None) -> dict:
-    """``identity.data``: {dataset: :func:`dataset_identity`} for (name, READY, rows hash)."""
+    """``identity.data``: {dataset: :func:`dataset_identity`} for (name, READY, rows hash,
+    image source kind or None, image size) of each dataset used."""
     split_files = split_files or {}
-    return {name: dataset_identity(ready, rows, split_files.get(name))
-            for name, ready, rows in sources}
+    return {name: dataset_identity(ready, rows, split_files.get(name), kind=kind,
+                                   image_size=size)
+            for name, ready, rows, kind, size in sources}
 
 
 def _comparable(entry: Mapping) -> dict:
@@ -211,7 +221,7 @@ def data_differences(recorded: Mapping, current: Mapping) -> list[tuple[str, str
 
 
 def data_label(data: Mapping | None) -> str:
-    """Short text for the image source of ``data`` ("cache 256", "raw", "data unknown")."""
+    """Short text for the image source of ``data`` ("resized 256", "files", "data unknown")."""
     if data is None:
         return "data unknown"
     kinds = set()

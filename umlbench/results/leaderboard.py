@@ -5,7 +5,8 @@ are aggregated as mean, sample standard deviation and count, only among runs of 
 data identity, each seed once (the newest record; see :mod:`umlbench.results.grouping`, which
 also labels rows that share a display name and writes the footnotes in ``Board.notes``).
 Columns are the suite's datasets, ``universal``, ``harmonic_mean`` (of the per-dataset metric,
-per run, then averaged) and the trainable parameters. For ooDML, columns are the shift levels plus the normalised AUC.
+per run, then averaged) and the trainable parameters. For ooDML, columns are the shift levels
+plus the normalised AUC.
 Values in [0, 1] are shown in percent. The best mean of each column is bold.
 """
 
@@ -375,6 +376,6 @@ def to_rich(board: Board):
     for i, h in enumerate(header):
         table.add_column(h, justify="left" if i == 0 else "right")
     for cells in body:
-        # Row labels name what sets rows apart in brackets ("PUMA [cache 256]"): not markup.
+        # Row labels name what sets rows apart in brackets ("PUMA [resized 256]"): not markup.
         table.add_row(escape(cells[0]), *cells[1:])
     return table

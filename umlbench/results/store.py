@@ -5,7 +5,7 @@ protocol, dataset, level, fid, shots, seed, status, scope, metric, value, traina
 source, citation`` and the run's identity: ``config_id`` (the config hash), ``config`` (the
 identifying config as canonical JSON), ``config_excluded`` and ``config_files`` (how it was
 hashed), ``data_id`` (:func:`~umlbench.results.identity.data_key`, ``unknown`` for records that
-predate data identity), ``data_label`` ("cache 256"), ``code_version`` and ``created``.
+predate data identity), ``data_label`` ("resized 256"), ``code_version`` and ``created``.
 ``scope`` is a dataset name, ``universal``, ``harmonic_mean`` or ``arithmetic_mean``;
 ``source`` is ``measured`` for run records and ``reported`` for numbers published elsewhere.
 Renderers and plots take this frame and never touch the filesystem.
