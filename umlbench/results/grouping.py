@@ -23,7 +23,7 @@ from umlbench.errors import UserError
 from umlbench.results.identity import canonical_json, flatten, sha256_text
 
 __all__ = ["GROUP_FIELDS", "DEFAULT_GROUP_BY", "parse_group_by", "deduplicate", "row_labels",
-           "notes", "mixed_data"]
+           "footnotes", "mixed_data"]
 
 GROUP_FIELDS = {"config": "config_id", "data": "data_id", "code": "code_version"}
 DEFAULT_GROUP_BY = ("config", "data")
@@ -154,7 +154,7 @@ def row_labels(df: pd.DataFrame, group_by: Sequence[str] = DEFAULT_GROUP_BY,
     return mapped.where(mapped.notna(), labels)
 
 
-def notes(df: pd.DataFrame, rows: pd.Series, dropped: list[str],
+def footnotes(df: pd.DataFrame, rows: pd.Series, dropped: list[str],
           group_by: Sequence[str]) -> list[str]:
     """Footnotes for a table built from ``df`` (after :func:`deduplicate`) whose lines got
     ``rows`` as row labels: duplicates set aside, several code versions, unknown identity,

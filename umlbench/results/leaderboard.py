@@ -22,7 +22,7 @@ import pandas as pd
 
 from umlbench.data.registry import SUITES
 from umlbench.errors import UserError
-from umlbench.results.grouping import DEFAULT_GROUP_BY, deduplicate, notes, row_labels
+from umlbench.results.grouping import DEFAULT_GROUP_BY, deduplicate, footnotes, row_labels
 
 __all__ = ["Board", "build_board", "render", "FORMATS", "COLUMN_TITLES"]
 
@@ -110,7 +110,7 @@ def build_board(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None
     params = meta["trainable"].reindex(mean.index)
     reported = (meta["source"] == "reported").reindex(mean.index)
     board = Board(metric, columns, mean, std, n, params, reported,
-                  notes=notes(sel, sel["row"], dropped, group_by))
+                  notes=footnotes(sel, sel["row"], dropped, group_by))
     return _sorted(board, sort or ("harmonic_mean" if "harmonic_mean" in columns else None))
 
 
@@ -143,7 +143,7 @@ def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str 
     groups = meta["dataset"].astype(str).reindex(mean.index)
     board = Board(metric, columns, mean, std, n, meta["trainable"].reindex(mean.index),
                   (meta["source"] == "reported").reindex(mean.index), groups,
-                  notes(sel, sel["row"], dropped, group_by))
+                  footnotes(sel, sel["row"], dropped, group_by))
     board = _sorted(board, sort or "auc")
     # Datasets in suite order, each a block of methods in the requested order: levels of
     # different datasets are different splits, so rows are compared only within a dataset.
