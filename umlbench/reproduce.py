@@ -1,7 +1,8 @@
 """``umlbench reproduce RECORD.json``: rerun a recorded run and compare its metrics.
 
 The rerun uses the record's resolved config (its seed included) as it is, with only the
-machine-specific keys replaced (``data_root``, optionally ``device``). Before anything runs, the
+machine-specific keys replaced (``data_root``, optionally ``device``); a warning says when this
+umlbench's code identity is not the record's. Before anything runs, the
 prepared data must have the record's data identity: manifests, image source and split files are
 compared dataset by dataset and the first difference is a one-line error naming the dataset and
 both values. Checkpoints go to a temporary work dir (never resumed from); the new record goes to
@@ -20,9 +21,11 @@ from rich.console import Console
 
 from umlbench import paths
 from umlbench.config import RunConfig, from_dict, to_dict
+from umlbench.env import code_identity
 from umlbench.errors import UserError
-from umlbench.results.identity import (canonical_json, config_identity, data_differences,
-                                       file_hashes, flatten, get_dotted, hashed_config)
+from umlbench.results.identity import (canonical_json, code_label, config_identity,
+                                       data_differences, file_hashes, flatten, get_dotted,
+                                       hashed_config)
 from umlbench.results.record import RecordError, RunRecord, read_record
 from umlbench.runner import load_protocol, protocol_data_identity, run
 
@@ -114,6 +117,10 @@ def reproduce(record_path: Path, *, data_root: str | None = None, device: str | 
                         f"{rec.upgraded_from or 1}), so its data cannot be checked; rerun it "
                         "with `umlbench run` to get a record that `reproduce` accepts")
     cfg, warnings = record_config(rec, source, data_root, device)
+    here, there = code_identity(), rec.identity["code"]
+    if code_label(here) != code_label(there):
+        warnings.append(f"the record was made by umlbench {code_label(there)}, this is "
+                        f"{code_label(here)}; metrics may differ")
     root = paths.data_root(cfg.data_root)
     data = load_protocol(cfg, root)
     diffs = data_differences(rec.identity["data"], protocol_data_identity(data))
