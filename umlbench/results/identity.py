@@ -20,7 +20,6 @@ Two records are the same experiment when their config and data keys (:func:`conf
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -94,7 +93,7 @@ def hashed_config(config: Mapping, excluded: Iterable[str] = RESULT_NEUTRAL,
                   files: Mapping[str, str | None] | None = None) -> dict:
     """The part of ``config`` that identifies a run: ``excluded`` keys removed, file paths
     replaced by ``"sha256:<hex>"`` of their contents (``"sha256:unknown"`` when not known)."""
-    out = copy.deepcopy(dict(config))
+    out = _copy_tree(config)
     for key in FILE_KEYS:
         if get_dotted(out, key) is not None:
             digest = (files or {}).get(key)
@@ -102,6 +101,11 @@ def hashed_config(config: Mapping, excluded: Iterable[str] = RESULT_NEUTRAL,
     for key in excluded:
         _pop(out, key)
     return out
+
+
+def _copy_tree(node):
+    # A copy of the nested dicts only (values are JSON scalars or lists, never changed here).
+    return {k: _copy_tree(v) for k, v in node.items()} if isinstance(node, Mapping) else node
 
 
 def file_hashes(config: Mapping) -> dict[str, str | None]:
