@@ -116,7 +116,7 @@ def test_level_board_keeps_levels_as_columns_and_splits_other_data():
 def test_terminal_table_shows_bracketed_labels_verbatim():
     from rich.console import Console
 
-    from umlbench.results.leaderboard import to_rich
+    from umlbench.results.terminal import to_rich
 
     resized = make_record(seed=0, run_id="a", display="PUMA",
                           data=data_block(kind="resized", image_size=256))
