@@ -83,19 +83,28 @@ def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, 
 @click.option("--protocol", type=click.Choice(["oodml"]), default="oodml", show_default=True)
 @click.option("--dataset", "datasets", multiple=True, help="Datasets (default: the suite's).")
 @click.option("--suite", default="mini", show_default=True)
-@click.option("--levels", type=_POSITIVE, default=8, show_default=True,
-              help="Number of shift levels to keep (strictly increasing FID).")
+@click.option("--schedule", type=click.Choice(["official", "fid"]), default=None,
+              help="official: the ooDML tables (cub, cars, sop; their default); fid: --levels "
+              "splits spaced evenly in FID (every other dataset's default).")
+@click.option("--levels", type=_POSITIVE, default=None,
+              help="fid schedule: number of levels to keep (default 8; strictly increasing FID).")
+@click.option("--removal-rule", type=click.Choice(["official", "monotone"]), default="official",
+              show_default=True, help="Class removal: as released (remove when a swap does not "
+              "lower the FID) or umlbench's monotone reading (remove when it does not raise it).")
 @click.option("--backbone", default=None,
               help="Feature backbone for the FID (default: resnet50.tv_in1k; mini: its ViT).")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="Local weights for --backbone (machines without a model hub).")
 @click.option("--import", "import_file", type=click.Path(dir_okay=False), default=None,
               help="Import a published ooDML split pickle instead of building splits.")
+@click.option("--source", type=click.Path(file_okay=False), default=None,
+              help="--import cars: folder with the devkit's cars_train_annos.mat and "
+              "cars_test_annos_withlabels.mat (the pickle names devkit images).")
 @click.option("--seed", type=_SEED, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
-def prepare_splits(protocol, datasets, suite, levels, backbone, weights, import_file, seed,
-                   device, data_root):
+def prepare_splits(protocol, datasets, suite, schedule, levels, removal_rule, backbone, weights,
+                   import_file, source, seed, device, data_root):
     """Build ooDML shift splits (or import the published ones) and write split files."""
     from umlbench.data.registry import DATASETS, suite_datasets
 
@@ -110,17 +119,26 @@ def prepare_splits(protocol, datasets, suite, levels, backbone, weights, import_
 
         if len(names) != 1:
             raise UserError("--import applies to one dataset; add --dataset NAME")
-        written = [import_reference_splits(Path(import_file), root, names[0])]
+        written = [import_reference_splits(Path(import_file), root, names[0],
+                                           Path(source) if source else None)]
     else:
+        if source:
+            raise UserError("--source is only read with --import")
         written = []
         for name in names:
             console.print(f"{name}: extracting features and building splits ...")
-            written.append(build_splits(root, name, levels=levels, backbone=backbone,
+            written.append(build_splits(root, name, levels=levels, schedule=schedule,
+                                        removal_rule=removal_rule, backbone=backbone,
                                         weights=weights, seed=seed, device=device))
     for path in written:
         data = load_splits(root, path.stem)
         fids = ", ".join(f"L{lv['level']} {lv['fid']:.2f}" for lv in data["levels"])
         console.print(f"  {path}: {fids}")
+        values = [lv["fid"] for lv in data["levels"]]
+        if any(b <= a for a, b in zip(values, values[1:])):
+            click.echo(f"warning: {path.stem}: the levels' FIDs do not rise strictly (the "
+                       "official procedure does not guarantee it); --schedule fid picks "
+                       "levels by FID", err=True)
 
 
 @cli.command("list")
@@ -505,7 +523,7 @@ def leaderboard(fmt, metric, view, show_std, suite, protocol, dataset, methods, 
         board = build_board(df, metric, suite=suite, protocol=protocol,
                             methods=list(methods) or None, sort=sort, dataset=dataset,
                             group_by=grouping)
-    for note in board.notes:
+    for note in board.notes + board.footnotes:
         console.print(f"note: {note}", markup=False, highlight=False)
     if fmt is None:
         out.print(to_rich(board, width=out.width, std=show_std))

@@ -37,7 +37,7 @@ def test_records_without_data_identity_are_a_row_of_their_own():
     old = make_record(seed=2, run_id="old", display="PUMA", data=None)
     board = _board(new + [old])
     assert board.n.to_dict() == {"PUMA [generated 32]": 2, "PUMA [data unknown]": 1}
-    assert any("without data identity" in n and "PUMA [data unknown]" in n for n in board.notes)
+    assert any("without data identity" in n and "PUMA [data unknown]" in n for n in board.footnotes)
 
 
 def test_other_config_is_another_row_named_by_what_differs():
@@ -58,8 +58,8 @@ def test_each_seed_counts_once_and_the_newest_record_wins():
     board = _board([new, old, other_seed])
     assert board.n["PUMA"] == 2
     assert board.mean.at["PUMA", "mini-cub"] == pytest.approx(0.8)  # (0.9 + 0.7) / 2
-    assert board.notes[0].startswith("1 duplicate record set aside") and "puma-old" in \
-        board.notes[0]
+    assert board.footnotes[0].startswith("1 duplicate record set aside") and "puma-old" in \
+        board.footnotes[0]
     assert "Note: 1 duplicate record set aside" in render(board, "markdown")
 
 
@@ -70,14 +70,14 @@ def test_several_code_versions_get_a_footnote():
                                   "diff_sha256": "d" * 64}))
     board = _board(recs)
     assert board.n["PUMA"] == 3
-    note = next(n for n in board.notes if "code versions" in n)
+    note = next(n for n in board.footnotes if "code versions" in n)
     assert "0.1.0 1111111111" in note and "0.1.0 2222222222-dirty dddddddd" in note
     assert "rows mixing versions: PUMA" in note
     split = _board(recs, group_by=parse_group_by("config,data,code"))
     assert split.n.to_dict() == {"PUMA [code 0.1.0 1111111111]": 2,
                                  "PUMA [code 0.1.0 2222222222-dirty dddddddd]": 1}
     single = _board(recs[:2])
-    assert single.notes == []
+    assert single.footnotes == []
 
 
 def test_group_by_name_pools_deliberately():
@@ -87,7 +87,7 @@ def test_group_by_name_pools_deliberately():
                       data=data_block(kind="packed", image_size=None))
     board = _board([resized, packed], group_by=parse_group_by("name"))
     assert board.rows == ["PUMA"] and board.n["PUMA"] == 2
-    assert any(n.startswith("Pooled with --group-by name") for n in board.notes)
+    assert any(n.startswith("Pooled with --group-by name") for n in board.footnotes)
     assert _board([resized, packed], group_by=parse_group_by("config")).n.to_dict() == {"PUMA": 2}
 
 

@@ -277,8 +277,16 @@ def test_oodml_rows_grouped_by_dataset_and_bold_within_each(tmp_path):
     assert board.rows == ["PUMA / mini-cub", "LINEAR / mini-cub",
                           "LINEAR / mini-cars", "PUMA / mini-cars"]
     md = render(board, "markdown").splitlines()[2:]
-    # Best per column within each dataset: PUMA on mini-cub, LINEAR on mini-cars, never across.
-    assert [line.count("**") // 2 for line in md] == [3, 0, 3, 0]
+    # Each dataset's block opens with its levels' FIDs; best per column within each dataset:
+    # PUMA on mini-cub, LINEAR on mini-cars, never across.
+    assert md[0] == "| FID (mini-cub) | – | 10.00 | 20.00 | – | – |"
+    assert md[3].startswith("| FID (mini-cars) |")
+    assert [line.count("**") // 2 for line in md] == [0, 3, 0, 0, 3, 0]
+    assert json.loads(render(board, "json"))["fids"]["mini-cub"] == {"level:1": 10.0,
+                                                                     "level:2": 20.0}
+    assert "<td data-v=\"FID (mini-cub)\">FID (mini-cub)</td>" in render(board, "html")
+    assert board.notes == ["FID per level, mini-cars: L1 10.00 · L2 20.00",
+                           "FID per level, mini-cub: L1 10.00 · L2 20.00"]
 
 
 # ---- the literature's Recall@K (issue 13 item 10): --metric recall@K and the paper view --------

@@ -193,6 +193,29 @@ def test_fewshot_levels_get_one_line_each_and_datasets_a_panel():
     assert len({line.get_color() for line in lines}) == 3  # easy-to-hard colour ramp
 
 
+def test_fewshot_bands_are_the_stored_cis_and_zero_shot_comes_from_fewest_shots():
+    recs = []
+    for lv in range(1, 9):
+        for k in (2, 5, 10):
+            rec = make_record(method="puma", display="PUMA", seed=0, run_id=f"fs-{lv}-{k}",
+                              protocol={"name": "fewshot", "dataset": "mini-cars", "level": lv,
+                                        "shots": k})
+            rec.metrics["extra"] = {
+                "zero_shot@recall@1": 0.6 + 0.001 * k, "zero_shot@recall@1_ci95": 0.002 * k,
+                "few_shot@recall@1": 0.6 + 0.01 * k, "few_shot@recall@1_ci95": 0.01 + lv / 1000}
+            recs.append(rec)
+    fig = fewshot_figure(records_frame(recs))
+    ax = fig.axes[0]
+    assert len({line.get_color() for line in ax.lines}) == 8  # eight distinguishable levels
+    assert len({line.get_marker() for line in ax.lines}) == 8
+    l3 = next(line for line in ax.lines if line.get_label() == "L3")
+    # Zero-shot at 0 shots from the 2-shot record (60.2 +- 0.4), few-shot points +- 1.3.
+    assert list(l3.get_ydata()) == pytest.approx([60.2, 62.0, 65.0, 70.0])
+    band = ax.collections[2].get_paths()[0].vertices  # L3's band: (x, y) around the line
+    lo = {x: y for x, y in band[1:5]}
+    assert lo[0.0] == pytest.approx(60.2 - 0.4) and lo[5.0] == pytest.approx(65.0 - 1.3)
+
+
 def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", path.read_bytes()[16:24])
 

@@ -3,11 +3,13 @@
 Rows are methods (``display_name``; reported reference rows are kept apart and marked), seeds
 are aggregated as mean, sample standard deviation and count, only among runs of one config and
 data identity, each seed once (the newest record; see :mod:`umlbench.results.grouping`, which
-also labels rows that share a display name and writes the footnotes in ``Board.notes``).
-Columns are the suite's datasets, ``universal``, ``harmonic_mean`` (of the per-dataset metric,
-per run, then averaged) and the trainable parameters. For ooDML, columns are the shift levels
-plus the normalised AUC.
-Values in [0, 1] are shown in percent. The best mean of each column is bold.
+also labels rows that share a display name and writes ``Board.footnotes``). Columns
+are the suite's datasets, ``universal``, ``harmonic_mean`` (of the per-dataset metric, per run,
+then averaged) and the trainable parameters. For ooDML, columns are the shift levels plus the
+normalised AUC, and each dataset's block opens with a "FID (<dataset>)" row (also given as a
+note, for the terminal view): the train/test FID of every level as the split file gives it (for
+imported published splits, the published value). Values in [0, 1] are shown in percent. The
+best mean of each column is bold.
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ class Board:
     # What a reader must know that the cells cannot say (e.g. a Recall@K the records lack;
     # duplicates set aside, several code versions, unknown identity, pooling).
     notes: list[str] = field(default_factory=list)
+    # Where the rows come from (duplicates set aside, several code versions, unknown data
+    # identity, deliberate pooling): part of the table in every file format, unlike ``notes``.
+    footnotes: list[str] = field(default_factory=list)
+    # ooDML: group -> {column: train/test FID of that level}; None elsewhere.
+    fids: dict[str, dict[str, float]] | None = None
 
     @property
     def rows(self) -> list[str]:
@@ -126,8 +133,8 @@ def build_board(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None
               if d not in columns]
     notes = [f"{metric} is not in the records of {', '.join(absent)}; `--view paper` shows "
              "each dataset's own Recall@K list"] if absent else []
-    notes += footnotes(sel, sel["row"], dropped, group_by)
-    board = Board(metric, columns, mean, std, n, params, reported, notes=notes)
+    board = Board(metric, columns, mean, std, n, params, reported, notes=notes,
+                  footnotes=footnotes(sel, sel["row"], dropped, group_by))
     return _sorted(board, sort or ("harmonic_mean" if "harmonic_mean" in columns else None))
 
 
@@ -158,9 +165,18 @@ def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str 
     mean, std, n = grouped.mean(), grouped.std(ddof=1), grouped.size()
     meta = sel.drop_duplicates("row").set_index("row")
     groups = meta["dataset"].astype(str).reindex(mean.index)
+    fid = pd.to_numeric(sel["fid"], errors="coerce")
+    fids = {}
+    for d, part in sel.assign(fid=fid).groupby("dataset"):
+        per_level = part.groupby("col")["fid"].mean()
+        fids[str(d)] = {c: float(per_level[c]) for c in columns
+                        if c in per_level and not math.isnan(per_level[c])}
+    notes = [f"FID per level, {d}: " + " · ".join(f"{_title(c)} {v:.2f}" for c, v in f.items())
+             for d, f in fids.items() if f]
     board = Board(metric, columns, mean, std, n, meta["trainable"].reindex(mean.index),
                   (meta["source"] == "reported").reindex(mean.index), groups,
-                  footnotes(sel, sel["row"], dropped, group_by))
+                  notes=notes, fids=fids,
+                  footnotes=footnotes(sel, sel["row"], dropped, group_by))
     board = _sorted(board, sort or "auc")
     # Datasets in suite order, each a block of methods in the requested order: levels of
     # different datasets are different splits, so rows are compared only within a dataset.
@@ -288,11 +304,32 @@ def _best(board: Board) -> dict[str, set[str]]:
     return best
 
 
+def _fid_row(board: Board, group: str) -> list[str]:
+    fids = (board.fids or {}).get(group, {})
+    cells = [f"{fids[c]:.2f}" if c in fids else "–" for c in board.columns]
+    return [f"FID ({group})", "–", *cells, "–"]
+
+
+def _fid_rows(board: Board) -> dict[str, list[str]]:
+    """Board row -> the FID row that opens its dataset's block (ooDML boards)."""
+    if not board.fids or board.groups is None:
+        return {}
+    out: dict[str, list[str]] = {}
+    for row in board.rows:
+        group = board.groups[row]
+        if group not in {board.groups[r] for r in out}:
+            out[row] = _fid_row(board, group)
+    return out
+
+
 def _grid(board: Board, bold) -> tuple[list[str], list[list[str]]]:
     best = _best(board)
     header = ["Method", "Seeds"] + [_title(c) for c in board.columns] + ["Trainable params"]
     body = []
+    fid_rows = _fid_rows(board)
     for row in board.rows:
+        if row in fid_rows:
+            body.append(fid_rows[row])
         n = int(board.n.get(row, 0))
         cells = [row, "–" if board.reported.get(row) else str(n)]
         for col in board.columns:
@@ -308,8 +345,8 @@ def to_markdown(board: Board) -> str:
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in body]
-    if board.notes:
-        lines += [""] + [f"Note: {note}" for note in board.notes]
+    if board.footnotes:
+        lines += [""] + [f"Note: {note}" for note in board.footnotes]
     return "\n".join(lines) + "\n"
 
 
@@ -337,7 +374,7 @@ def to_latex(board: Board) -> str:
     ]
     lines += [" & ".join(esc(c) for c in row) + " \\\\" for row in body]
     lines += ["\\bottomrule", "\\end{tabular}"]
-    lines += [f"% Note: {note}" for note in board.notes]
+    lines += [f"% Note: {note}" for note in board.footnotes]
     return "\n".join(lines) + "\n"
 
 
@@ -364,8 +401,11 @@ def to_json(board: Board) -> str:
                        for c in board.columns},
             "trainable_params": _num(board.params.get(row)),
         })
-    return json.dumps({"metric": board.metric, "columns": board.columns, "rows": rows,
-                       "notes": board.notes}, indent=2) + "\n"
+    out = {"metric": board.metric, "columns": board.columns, "rows": rows,
+           "footnotes": board.footnotes}
+    if board.fids:
+        out["fids"] = board.fids
+    return json.dumps(out, indent=2) + "\n"
 
 
 def _num(v):
@@ -431,7 +471,12 @@ def to_html(board: Board) -> str:
     best = _best(board)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     rows = []
+    fid_rows = _fid_rows(board)
     for row in board.rows:
+        if row in fid_rows:
+            tds = "".join(f'<td data-v="{html.escape(c)}">{html.escape(c)}</td>'
+                          for c in fid_rows[row])
+            rows.append(f'<tr class="fid">{tds}</tr>')
         n = int(board.n.get(row, 0))
         cells = [(row, html.escape(row)),
                  (str(n), "–" if board.reported.get(row) else str(n))]
@@ -444,7 +489,7 @@ def to_html(board: Board) -> str:
         rows.append(f"<tr{cls}>{tds}</tr>")
     caption = (f"{html.escape(_metric_caption(board))} in percent, mean ± std over seeds; best "
                "per column in bold; italic rows are reported elsewhere, not measured.")
-    notes = "".join(f"<p class=\"note\">Note: {html.escape(n)}</p>" for n in board.notes)
+    notes = "".join(f"<p class=\"note\">Note: {html.escape(n)}</p>" for n in board.footnotes)
     return _HTML.format(caption=caption, head=head, body="\n".join(rows), notes=notes)
 
 
