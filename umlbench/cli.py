@@ -195,10 +195,12 @@ def info(data_root, suite):
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of this config.")
 @click.option("--nproc", type=int, default=1, show_default=True,
               help="Processes (GPUs) on this node; launches torchrun.")
+@click.option("--dry-run", "--print-config", "dry_run", is_flag=True,
+              help="Print the resolved config (YAML) and exit without training.")
 def run(method, suite, seed, config_file, overrides, loss, setting, protocol, dataset, level,
-        shots, device, data_root, results_dir, work_dir, resume, nproc):
+        shots, device, data_root, results_dir, work_dir, resume, nproc, dry_run):
     """Train (if the method trains) and evaluate one method; writes a run record."""
-    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+    if nproc > 1 and "LOCAL_RANK" not in os.environ and not dry_run:
         _launch_torchrun(nproc)
         return
     from umlbench.runner import build_config, run as run_one
@@ -219,6 +221,11 @@ def run(method, suite, seed, config_file, overrides, loss, setting, protocol, da
         lv_sets = sets + ([f"protocol.level={lv}"] if lv is not None else [])
         cfg = build_config(method, suite, config_file, lv_sets, seed=seed, device=device,
                            data_root=data_root)
+        if dry_run:
+            from umlbench.config import render_config
+
+            click.echo(render_config(cfg), nl=False)
+            continue
         for record, path in run_one(cfg, results_dir=Path(results_dir) if results_dir else None,
                                     work_dir=Path(work_dir) if work_dir else None,
                                     resume=resume, console=console):

@@ -3,7 +3,12 @@
 Every sampler draws *global* batches from ``(seed, epoch)`` alone; under DDP each process takes
 its contiguous slice, so all-gathering the per-process embeddings rebuilds the global batch in the
 same order as a single process would see it. Each sample also gets its own augmentation seed
-(see ``data/loading.py``).
+(see ``data/loading.py``), drawn from ``(seed, epoch, step)``.
+
+``reshuffle=False`` draws the batches of epoch 0 again in every epoch (augmentations still
+change): the official code never calls ``set_epoch`` on the ``DistributedSampler`` it uses for
+IPC 0 (PUMA, Proxy-Anchor, ArcFace, ...), so those runs see one image order throughout; its
+class samplers (IPC > 0) do get ``set_epoch``.
 
     uniform  images drawn uniformly without replacement (PUMA: a shuffled DistributedSampler)
     unique   B/ipc distinct classes per batch, ipc images each (official UniqueClassSampler)
@@ -28,7 +33,7 @@ class GlobalBatchSampler(Sampler, abc.ABC):
     """Yields, per step, this process's list of ``(index, augmentation_seed)`` pairs."""
 
     def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, max_batches: int = 0) -> None:
+                 world_size: int = 1, max_batches: int = 0, reshuffle: bool = True) -> None:
         if batch_size % world_size:
             raise UserError(f"batch size {batch_size} is not divisible by {world_size} processes")
         if n < batch_size:
@@ -36,6 +41,7 @@ class GlobalBatchSampler(Sampler, abc.ABC):
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.max_batches = max_batches
+        self.reshuffle = reshuffle
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -50,7 +56,7 @@ class GlobalBatchSampler(Sampler, abc.ABC):
 
     def global_batches(self) -> list[np.ndarray]:
         """All global batches of the current epoch, each (batch_size,) int64."""
-        rng = np.random.default_rng([self.seed, self.epoch])
+        rng = np.random.default_rng([self.seed, self.epoch if self.reshuffle else 0])
         return self._draw(rng)[: self._num_batches()]
 
     @abc.abstractmethod
