@@ -48,10 +48,11 @@ class CurricularFace(nn.Module):
     def logits(self, embeddings: torch.Tensor, labels: torch.Tensor,
                update: bool = True) -> torch.Tensor:
         """(B, D), (B,) -> (B, C) scaled logits (updates ``t`` when ``update``)."""
-        # At least fp32 even under autocast: the margin arithmetic is precision-sensitive.
+        # The margin arithmetic runs in at least fp32. Under fp16 autocast F.linear itself still
+        # runs in half precision and is cast up afterwards, as the official `.float()` does.
         dtype = torch.promote_types(self.proxies.dtype, torch.float32)
         cos = F.linear(F.normalize(embeddings.to(dtype)), F.normalize(self.proxies.to(dtype)))
-        cos = cos.clamp(-1, 1)
+        cos = cos.to(dtype).clamp(-1, 1)
         target = cos.gather(1, labels[:, None])  # (B, 1)
         sin = torch.sqrt((1.0 - target**2).clamp_min(0))
         cos_tm = target * self.cos_m - sin * self.sin_m  # cos(theta_y + m)
@@ -168,11 +169,10 @@ def _soft_triple(num_classes, embedding_size, centers_per_class=10, la=20.0, gam
 
 @LOSSES.register("hyp_supcon")
 def _hyp_supcon(num_classes, embedding_size, temperature=0.1, curvature=0.1):
-    from umlbench.train.hyperbolic import PoincareDistance
+    # The official pairwise-view SupCon (see supcon.py), not PML's multi-positive SupConLoss.
+    from umlbench.train.supcon import PairwiseSupCon
 
-    losses, _, _ = _pml()
-    return PMLLoss(losses.SupConLoss(temperature=temperature,
-                                     distance=PoincareDistance(curvature)))
+    return PairwiseSupCon(temperature=temperature, curvature=curvature)
 
 
 def build_loss(cfg: LossConfig, num_classes: int, embedding_size: int) -> nn.Module:
