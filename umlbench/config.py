@@ -91,6 +91,7 @@ class TrainConfig:
     grad_clip_norm: float = 0.0  # global norm clipping; 0 = off
     sampler: str = "uniform"  # uniform | unique | dcb (see data/samplers.py)
     ipc: int = 0  # images per class for the unique/dcb samplers
+    ipc_replace: bool = False  # True: a class's ipc images always drawn with replacement (official)
     reshuffle: bool = True  # False: the same batch order every epoch (official IPC-0 runs)
     eval_every: int = 20  # evaluation period in epochs (0 = only as eval_rule says for the end)
     # every: after every eval_every-th epoch and after the last one (umlbench);

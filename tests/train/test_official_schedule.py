@@ -93,6 +93,20 @@ def test_sample_order_is_fixed_without_reshuffle():
     assert _epoch(classes, 5)[0] == _epoch(classes, 0)[0]
 
 
+def test_class_images_with_replacement_as_the_official_sampler():
+    labels = np.repeat(np.arange(50), 10)  # 10 images per class: enough for ipc 4
+
+    def blocks(replace):
+        s = ClassUniqueSampler(labels, 40, 4, replace_images=replace, seed=1)
+        return np.concatenate(s.global_batches()).reshape(-1, 4)
+
+    dup = [len(set(b)) < 4 for b in blocks(True)]
+    assert any(dup)  # P(4 draws of 10 all distinct) = 0.504 per block; 120 blocks here
+    assert not any(len(set(b)) < 4 for b in blocks(False))
+    assert build_config("finetune", "uml", overrides=["loss.name=triplet"]).train.ipc_replace
+    assert not build_config("finetune", "mini", overrides=["loss.name=triplet"]).train.ipc_replace
+
+
 def test_trainer_passes_reshuffle_to_its_sampler(env_root, mini_root):
     from umlbench.methods import DataInfo
     from umlbench.runner import method_class

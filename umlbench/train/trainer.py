@@ -118,6 +118,7 @@ class Trainer:
             t.sampler, rows["target"].to_numpy(), rows["source"].to_numpy(), t.batch_size, t.ipc,
             seed=self.cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size,
             max_batches=t.max_steps_per_epoch, reshuffle=t.reshuffle,
+            replace_images=t.ipc_replace,
         )
         return DataLoader(table, batch_sampler=sampler, num_workers=self.cfg.data.num_workers,
                           pin_memory=self.cfg.data.pin_memory, collate_fn=collate,
