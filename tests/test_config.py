@@ -73,7 +73,13 @@ def test_dry_run_prints_the_resolved_config_and_trains_nothing(tmp_path):
     assert res.exit_code == 0, res.output
     assert "# evaluates after epochs (official rule): 21, 41, 61, 81" in res.output
     printed = yaml.safe_load(res.output)
-    assert printed == to_dict(build_config("puma", "uml"))
+    full = to_dict(build_config("puma", "uml"))
+    # Every method argument is shown, defaults included (adapter scale, penalty weight, ...).
+    assert printed["method_args"] == {**full["method_args"], "adapter_scale": 0.1,
+                                      "use_adapters": True, "use_prompts": True,
+                                      "ortho_scale": 1e-6, "variant": ""}
+    assert {k: v for k, v in printed.items() if k != "method_args"} == {
+        k: v for k, v in full.items() if k != "method_args"}
     t = printed["train"]
     # The official PUMA command's values, as a user diffing against it would read them.
     assert (t["epochs"], t["batch_size"], t["lr"], t["scheduler"], t["step_epochs"]) == (

@@ -223,8 +223,10 @@ def run(method, suite, seed, config_file, overrides, loss, setting, protocol, da
                            data_root=data_root)
         if dry_run:
             from umlbench.config import render_config
+            from umlbench.runner import method_class
 
-            click.echo(render_config(cfg), nl=False)
+            full_args = method_class(cfg.method)(cfg).config_dict()
+            click.echo(render_config(cfg, full_args), nl=False)
             continue
         for record, path in run_one(cfg, results_dir=Path(results_dir) if results_dir else None,
                                     work_dir=Path(work_dir) if work_dir else None,

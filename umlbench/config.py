@@ -248,15 +248,21 @@ def to_dict(obj) -> Any:
     return obj
 
 
-def render_config(cfg: RunConfig) -> str:
+def render_config(cfg: RunConfig, method_args: dict | None = None) -> str:
     """The resolved config as YAML (what ``umlbench run --dry-run`` prints), with the derived
-    evaluation epochs as a comment, so it can be diffed against the official command."""
+    evaluation epochs as a comment, so it can be diffed against the official command.
+
+    ``method_args``: the method's complete arguments (defaults included) to show instead of the
+    ones the config layers set."""
     t = cfg.train
     epochs = evaluation_epochs(t)
     head = [f"# resolved config: method {cfg.method}, suite {cfg.suite}",
             f"# evaluates after epochs ({t.eval_rule} rule): "
             f"{', '.join(map(str, epochs)) or 'none during training'}"]
-    body = yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False, width=100)
+    data = to_dict(cfg)
+    if method_args is not None:
+        data["method_args"] = dict(method_args)
+    body = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100)
     return "\n".join(head) + "\n" + body
 
 
