@@ -1,4 +1,9 @@
-"""The ``umlbench`` command line. Each command parses its input and calls one library function."""
+"""The ``umlbench`` command line. Each command parses its input and calls one library function.
+
+Startup stays cheap: torch, timm, faiss and matplotlib are imported inside the commands that use
+them, after the input is checked, so `umlbench list`, `--help` and every mistake in a name or a
+flag answer in well under a second (``benchmarks/test_startup.py``).
+"""
 
 from __future__ import annotations
 
@@ -13,27 +18,18 @@ from rich.console import Console
 from rich.table import Table
 
 from umlbench import paths
+from umlbench.cli_util import Group, PathHelpOption, check_run_input, plain_table, write_text
 from umlbench.errors import UserError
 
 console = Console(stderr=True)
 out = Console()
 
 
-class _Group(click.Group):
-    """Turns :class:`UserError` into ``error: <message>`` on one line and exit status 2."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except UserError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except KeyboardInterrupt as exc:
-            click.echo(f"interrupted: {exc}" if str(exc) else "interrupted", err=True)
-            ctx.exit(130)
+_SEED = click.IntRange(min=0)
+_POSITIVE = click.IntRange(min=1)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="umlbench", cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="umlbench")
 def cli() -> None:
     """umlbench: benchmark suite and leaderboard for Unified Metric Learning."""
@@ -45,19 +41,20 @@ def cli() -> None:
 @cli.command("prepare-data")
 @click.option("--suite", default=None, help="Suite to prepare: mini (default) or uml.")
 @click.option("--dataset", "datasets", multiple=True, help="Prepare only these datasets.")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None,
-              help="Data root (default $UMLBENCH_DATA or ~/.cache/umlbench).")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None, cls=PathHelpOption,
+              help="Data root (default: $UMLBENCH_DATA or ~/.cache/umlbench; now {data}).")
 @click.option("--source", default=None,
               help="URL, archive or extracted folder to use instead of the official download.")
-@click.option("--image-size", type=int, default=None,
+@click.option("--image-size", type=click.IntRange(min=8), default=None,
               help="mini: image side (default 32); real datasets: cached shorter side (256).")
-@click.option("--seed", type=int, default=0, show_default=True, help="mini generator seed.")
-@click.option("--workers", type=int, default=min(8, os.cpu_count() or 1), show_default=True)
+@click.option("--seed", type=_SEED, default=0, show_default=True, help="mini generator seed.")
+@click.option("--workers", type=_POSITIVE, default=min(8, os.cpu_count() or 1),
+              show_default=True)
 @click.option("--no-cache", is_flag=True, help="Keep reading the original JPEGs (no cache).")
 @click.option("--force", is_flag=True, help="Rebuild datasets that are already prepared.")
 def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, no_cache, force):
     """Prepare a suite or datasets (default: the offline `mini` suite)."""
-    from umlbench.data.prepare import prepare
+    from umlbench.data.prepare import check_prepare_args, prepare
     from umlbench.data.registry import DATASETS, suite_datasets
 
     if datasets and suite:
@@ -65,6 +62,7 @@ def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, 
     names = list(datasets) or list(suite_datasets(suite or "mini"))
     for n in names:
         DATASETS.get(n)
+    check_prepare_args(seed=seed, image_size=image_size, workers=workers)
     if source and len(names) != 1:
         raise UserError("--source applies to one dataset; add --dataset NAME")
     root = paths.data_root(data_root)
@@ -85,41 +83,62 @@ def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, 
 @click.option("--protocol", type=click.Choice(["oodml"]), default="oodml", show_default=True)
 @click.option("--dataset", "datasets", multiple=True, help="Datasets (default: the suite's).")
 @click.option("--suite", default="mini", show_default=True)
-@click.option("--levels", type=int, default=8, show_default=True,
-              help="Number of shift levels to keep (strictly increasing FID).")
+@click.option("--schedule", type=click.Choice(["official", "fid"]), default=None,
+              help="official: the ooDML tables (cub, cars, sop; their default); fid: --levels "
+              "splits spaced evenly in FID (every other dataset's default).")
+@click.option("--levels", type=_POSITIVE, default=None,
+              help="fid schedule: number of levels to keep (default 8; strictly increasing FID).")
+@click.option("--removal-rule", type=click.Choice(["official", "monotone"]), default="official",
+              show_default=True, help="Class removal: as released (remove when a swap does not "
+              "lower the FID) or umlbench's monotone reading (remove when it does not raise it).")
 @click.option("--backbone", default=None,
               help="Feature backbone for the FID (default: resnet50.tv_in1k; mini: its ViT).")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="Local weights for --backbone (machines without a model hub).")
 @click.option("--import", "import_file", type=click.Path(dir_okay=False), default=None,
               help="Import a published ooDML split pickle instead of building splits.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--source", type=click.Path(file_okay=False), default=None,
+              help="--import cars: folder with the devkit's cars_train_annos.mat and "
+              "cars_test_annos_withlabels.mat (the pickle names devkit images).")
+@click.option("--seed", type=_SEED, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
-def prepare_splits(protocol, datasets, suite, levels, backbone, weights, import_file, seed,
-                   device, data_root):
+def prepare_splits(protocol, datasets, suite, schedule, levels, removal_rule, backbone, weights,
+                   import_file, source, seed, device, data_root):
     """Build ooDML shift splits (or import the published ones) and write split files."""
-    from umlbench.data.registry import suite_datasets
+    from umlbench.data.registry import DATASETS, suite_datasets
+
+    names = list(datasets) or list(suite_datasets(suite))
+    for n in names:
+        DATASETS.check(n)
     from umlbench.protocols.oodml import load_splits, prepare_splits as build_splits
 
     root = paths.data_root(data_root)
-    names = list(datasets) or list(suite_datasets(suite))
     if import_file:
         from umlbench.protocols.oodml_import import import_reference_splits
 
         if len(names) != 1:
             raise UserError("--import applies to one dataset; add --dataset NAME")
-        written = [import_reference_splits(Path(import_file), root, names[0])]
+        written = [import_reference_splits(Path(import_file), root, names[0],
+                                           Path(source) if source else None)]
     else:
+        if source:
+            raise UserError("--source is only read with --import")
         written = []
         for name in names:
             console.print(f"{name}: extracting features and building splits ...")
-            written.append(build_splits(root, name, levels=levels, backbone=backbone,
+            written.append(build_splits(root, name, levels=levels, schedule=schedule,
+                                        removal_rule=removal_rule, backbone=backbone,
                                         weights=weights, seed=seed, device=device))
     for path in written:
         data = load_splits(root, path.stem)
         fids = ", ".join(f"L{lv['level']} {lv['fid']:.2f}" for lv in data["levels"])
         console.print(f"  {path}: {fids}")
+        values = [lv["fid"] for lv in data["levels"]]
+        if any(b <= a for a, b in zip(values, values[1:])):
+            click.echo(f"warning: {path.stem}: the levels' FIDs do not rise strictly (the "
+                       "official procedure does not guarantee it); --schedule fid picks "
+                       "levels by FID", err=True)
 
 
 @cli.command("list")
@@ -128,44 +147,71 @@ def prepare_splits(protocol, datasets, suite, levels, backbone, weights, import_
                                    "losses", "metrics"]))
 def list_(kind):
     """List datasets, suites, methods, protocols, losses and metrics."""
-    from umlbench.data.registry import DATASETS, SUITES
+    from umlbench.data.info import dataset_catalogue
+    from umlbench.data.registry import SUITES
     from umlbench.methods import METHODS
-    from umlbench.protocols.base import PROTOCOLS
-    from umlbench.train.losses import LOSSES
+    from umlbench.protocols.base import PROTOCOL_SELECTORS, PROTOCOLS
+    from umlbench.registry import source_summary
+    from umlbench.train.registry import LOSSES
 
-    kinds = {
-        "suites": {s: ", ".join(v) for s, v in SUITES.items()},
-        "datasets": {n: DATASETS.get(n).title for n in DATASETS.names()},
-        "methods": {n: ((METHODS.get(n).__doc__ or "").strip().splitlines() or [""])[0]
-                    for n in METHODS.names()},
-        "protocols": {p: "" for p in PROTOCOLS},
-        "losses": {n: "" for n in LOSSES.names()},
-        "metrics": {m: "" for m in ("recall@K", "precision@1", "r_precision", "map@r",
-                                    "map@1000", "nmi", "f1")},
+    # Every registry answers from its index: nothing here imports torch.
+    sections = {
+        "suites": (["suite", "datasets"], [[s, ", ".join(v)] for s, v in SUITES.items()]),
+        "datasets": dataset_catalogue(),
+        "methods": (["method", "description"], [[n, METHODS.summary(n)] for n in METHODS]),
+        "protocols": (["protocol", "selectors", "description"],
+                      [[p, " ".join(f"--{f}" for f in PROTOCOL_SELECTORS.get(p, ())),
+                        source_summary(target.split(":")[0]).replace("``", "")]
+                       for p, target in PROTOCOLS.items()]),
+        "losses": (["loss", "description"], [[n, LOSSES.summary(n)] for n in LOSSES]),
+        "metrics": (["metric", "description"], [
+            ["recall@K", "a same-class item among the K nearest (K = 1, 2, 4, 8)"],
+            ["precision@1", "the nearest item has the query's class"],
+            ["r_precision", "precision among the R nearest (R = same-class items)"],
+            ["map@r", "mean average precision at R"],
+            ["map@1000", "ooDML's mean average precision at 1000"],
+            ["nmi", "normalised mutual information of a k-means clustering"],
+            ["f1", "pairwise F1 of the same clustering"]]),
     }
-    for k, entries in kinds.items():
-        if kind not in ("all", k):
-            continue
-        out.print(f"[bold]{k}[/]")
-        for name, desc in entries.items():
-            out.print(f"  {name:<22} {desc}".rstrip())
+    for name, (header, rows) in sections.items():
+        if kind in ("all", name):
+            out.print(plain_table(name, header, rows))
 
 
 @cli.command()
-@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--data-root", type=click.Path(file_okay=False), default=None, cls=PathHelpOption,
+              help="Data root (default: $UMLBENCH_DATA or ~/.cache/umlbench; now {data}).")
 @click.option("--suite", default=None, help="Only this suite.")
 def info(data_root, suite):
-    """What is prepared where: counts per split, disk use, source."""
-    from umlbench.data.info import dataset_status
+    """What is prepared where: counts per split, disk use, source; checkpoint disk use."""
+    from umlbench.data.info import checkpoint_usage, dataset_status, human_size
+    from umlbench.data.registry import suite_datasets
 
+    if suite is not None:
+        suite_datasets(suite)
     root = paths.data_root(data_root)
-    table = Table(title=f"datasets under {root}")
-    for col in ("dataset", "suite", "ready", "train img/cls", "test (or query|gallery) img/cls",
-                "disk", "source"):
-        table.add_column(col, no_wrap=col in ("dataset", "ready", "train img/cls"))
+    table = Table(title=f"datasets under {root}", title_justify="left", pad_edge=False)
+    for col in ("dataset", "ready", "train img/cls", "test img/cls", "disk", "source"):
+        table.add_column(col, no_wrap=col in ("dataset", "ready", "disk"), overflow="fold",
+                         justify="right" if col == "disk" else "left")
     for row in dataset_status(root, suite):
         table.add_row(*row)
     out.print(table)
+    out.print("test img/cls: query | gallery where a dataset has both (In-shop)", style="dim")
+    work = paths.default_work_dir(data_root)
+    runs = checkpoint_usage(work)
+    total = sum(size for _, size, _ in runs)
+    out.print(f"checkpoints: {len(runs)} run folder{'s' if len(runs) != 1 else ''}, "
+              f"{human_size(total)} in {work}", markup=False, highlight=False)
+    if runs:
+        ck = Table(box=None, pad_edge=False, header_style="dim")
+        ck.add_column("run (resume with --resume; delete when no longer needed)",
+                      overflow="fold")
+        ck.add_column("size", justify="right", no_wrap=True)
+        ck.add_column("last written", no_wrap=True)
+        for name, size, when in runs:
+            ck.add_row(name, human_size(size), when)
+        out.print(ck)
 
 
 # ---- runs --------------------------------------------------------------------------------
@@ -174,7 +220,7 @@ def info(data_root, suite):
 @cli.command(context_settings={"ignore_unknown_options": False})
 @click.option("--method", required=True, help="Method name (see `umlbench list methods`).")
 @click.option("--suite", default="mini", show_default=True)
-@click.option("--seed", type=int, default=None)
+@click.option("--seed", type=_SEED, default=None, help="Random seed >= 0 (default 0).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML config layered over the method's defaults.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -185,26 +231,28 @@ def info(data_root, suite):
 @click.option("--protocol", default=None, help="uml (default), oodml, fewshot, fewshot-train.")
 @click.option("--dataset", default=None, help="oodml/fewshot: dataset to run on.")
 @click.option("--level", default=None, help="oodml/fewshot: split level, or 'all'.")
-@click.option("--shots", default=None, type=int, help="fewshot-train: images per class.")
+@click.option("--shots", default=None, type=_POSITIVE, help="fewshot-train: images per class.")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N.")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--data-root", type=click.Path(file_okay=False), default=None, cls=PathHelpOption,
+              help="Data root (default: $UMLBENCH_DATA or ~/.cache/umlbench; now {data}).")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=None,
-              help="Where run records go (default ./results).")
-@click.option("--work-dir", type=click.Path(file_okay=False), default=None,
-              help="Checkpoints (default <data root>/runs).")
+              cls=PathHelpOption,
+              help="Records go to DIR/<suite>/<run id>.json (default DIR: {results}).")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None, cls=PathHelpOption,
+              help="Checkpoints go to DIR/<run>-<config hash>/ until the run completes "
+              "(default DIR: <data root>/runs, now {work}).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of this config.")
-@click.option("--nproc", type=int, default=1, show_default=True,
+@click.option("--keep-checkpoints", is_flag=True,
+              help="Keep the checkpoints of a completed run (default: deleted once its record "
+              "is written).")
+@click.option("--nproc", type=_POSITIVE, default=1, show_default=True,
               help="Processes (GPUs) on this node; launches torchrun.")
 @click.option("--dry-run", "--print-config", "dry_run", is_flag=True,
               help="Print the resolved config (YAML) and exit without training.")
 def run(method, suite, seed, config_file, overrides, loss, setting, protocol, dataset, level,
-        shots, device, data_root, results_dir, work_dir, resume, nproc, dry_run):
+        shots, device, data_root, results_dir, work_dir, resume, keep_checkpoints, nproc,
+        dry_run):
     """Train (if the method trains) and evaluate one method; writes a run record."""
-    if nproc > 1 and "LOCAL_RANK" not in os.environ and not dry_run:
-        _launch_torchrun(nproc)
-        return
-    from umlbench.runner import build_config, run as run_one
-
     sets = list(overrides)
     if loss:
         sets.append(f"loss.name={loss}")
@@ -216,6 +264,12 @@ def run(method, suite, seed, config_file, overrides, loss, setting, protocol, da
         sets.append(f"protocol.dataset={dataset}")
     if shots is not None:
         sets.append(f"protocol.shots={shots}")
+    check_run_input(method, suite, config_file, sets, seed, level, data_root)
+    if nproc > 1 and "LOCAL_RANK" not in os.environ and not dry_run:
+        _launch_torchrun(nproc)
+        return
+    from umlbench.runner import build_config, run as run_one
+
     levels = _levels(level, suite, dataset, data_root, protocol)
     for lv in levels:
         lv_sets = sets + ([f"protocol.level={lv}"] if lv is not None else [])
@@ -230,7 +284,8 @@ def run(method, suite, seed, config_file, overrides, loss, setting, protocol, da
             continue
         for record, path in run_one(cfg, results_dir=Path(results_dir) if results_dir else None,
                                     work_dir=Path(work_dir) if work_dir else None,
-                                    resume=resume, console=console):
+                                    resume=resume, console=console,
+                                    keep_checkpoints=keep_checkpoints):
             if path is not None:
                 _print_record(record, path)
 
@@ -303,22 +358,36 @@ def _print_record(record, path: Path) -> None:
 @click.option("--wait", is_flag=True, help="With submitit: wait for the jobs and report.")
 @click.option("--rerun", is_flag=True, help="Run jobs that already have a completed record.")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
-@click.option("--results-dir", type=click.Path(file_okay=False), default=None)
-@click.option("--work-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--results-dir", type=click.Path(file_okay=False), default=None,
+              cls=PathHelpOption,
+              help="Records go to DIR/<suite>/<run id>.json (default DIR: {results}).")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None, cls=PathHelpOption,
+              help="Checkpoints go to DIR/<run>-<config hash>/ until each run completes "
+              "(default DIR: <data root>/runs, now {work}).")
+@click.option("--keep-checkpoints", is_flag=True,
+              help="Keep the checkpoints of completed runs.")
 def sweep(methods, seeds, suite, config_file, overrides, executor, slurm_opts, folder, wait,
-          rerun, data_root, results_dir, work_dir):
+          rerun, data_root, results_dir, work_dir, keep_checkpoints):
     """Run a grid of methods x seeds, locally or on SLURM via submitit."""
     import yaml
 
+    from umlbench.data.registry import suite_datasets
+    from umlbench.methods import METHODS
     from umlbench.sweep import parse_grid, sweep as run_sweep
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         raise UserError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    if not seed_list or min(seed_list) < 0:
+        raise UserError(f"--seeds must be integers >= 0, got {seeds!r}")
+    suite_datasets(suite)
     jobs = parse_grid([m.strip() for m in methods.split(",") if m.strip()], seed_list,
                       list(overrides), suite=suite, config_file=config_file,
-                      data_root=data_root, results_dir=results_dir, work_dir=work_dir)
+                      data_root=data_root, results_dir=results_dir, work_dir=work_dir,
+                      keep_checkpoints=keep_checkpoints)
+    for name in dict.fromkeys(job.method for job in jobs):
+        METHODS.check(name)
     slurm = {}
     for item in slurm_opts:
         key, _, value = item.partition("=")
@@ -412,36 +481,61 @@ def params(method, backbone, suite, overrides, as_json):
 # ---- results ------------------------------------------------------------------------------
 
 
+_RESULTS_HELP = ("Folder of run records, searched recursively, with reported rows in "
+                 "DIR/reference/ (default: {results}).")
+
+
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "csv", "html", "json"]),
               default=None, help="Output format (default: a table in the terminal).")
-@click.option("--metric", default="recall@1", show_default=True)
+@click.option("--metric", default="recall@1", show_default=True,
+              help="Any recorded metric: recall@K (e.g. recall@10), map@r, map@1000, ...")
+@click.option("--view", type=click.Choice(["metric", "paper"]), default="metric",
+              show_default=True,
+              help="metric: --metric on every dataset; paper: each dataset's Recall@K list as "
+              "the literature reports it (SOP 1/10/100/1000, In-shop 1/10/20/30, others "
+              "1/2/4/8; universal and HM at R@1).")
+@click.option("--std", "show_std", is_flag=True,
+              help="Terminal table: show the std over seeds (always in the file formats).")
 @click.option("--suite", default=None)
 @click.option("--protocol", default="uml", show_default=True)
 @click.option("--dataset", default=None, help="oodml: only this dataset.")
 @click.option("--method", "methods", multiple=True, help="Only these methods.")
 @click.option("--sort", default=None, help="Column to sort by (default: harmonic mean).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None)
-@click.option("--results-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--results-dir", type=click.Path(file_okay=False), default=None,
+              cls=PathHelpOption, help=_RESULTS_HELP)
 @click.option("--no-reference", is_flag=True, help="Hide reported (non-measured) rows.")
-def leaderboard(fmt, metric, suite, protocol, dataset, methods, sort, out_file, results_dir,
-                no_reference):
+def leaderboard(fmt, metric, view, show_std, suite, protocol, dataset, methods, sort, out_file,
+                results_dir, no_reference):
     """Aggregate run records into a leaderboard table."""
-    from umlbench.results.leaderboard import build_board, render, to_rich
+    from umlbench.results.leaderboard import build_board, build_paper_board, render
+    from umlbench.results.terminal import to_rich
     from umlbench.results.store import load_store
 
+    if out_file and fmt is None:
+        fmt = _format_from_suffix(out_file)
+        if fmt not in ("markdown", "latex", "csv", "html", "json"):
+            raise UserError(f"cannot tell the format of {out_file}; add --format or use .md, "
+                            ".tex, .csv, .html or .json")
     df = load_store(Path(results_dir) if results_dir else paths.default_results_dir(),
                     include_reference=not no_reference,
                     warn=lambda m: click.echo(f"warning: {m}", err=True))
-    board = build_board(df, metric, suite=suite, protocol=protocol,
-                        methods=list(methods) or None, sort=sort, dataset=dataset)
-    if fmt is None and out_file is None:
-        out.print(to_rich(board))
+    if view == "paper":
+        board = build_paper_board(df, suite=suite, protocol=protocol,
+                                  methods=list(methods) or None, sort=sort)
+    else:
+        board = build_board(df, metric, suite=suite, protocol=protocol,
+                            methods=list(methods) or None, sort=sort, dataset=dataset)
+    for note in board.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
+    if fmt is None:
+        out.print(to_rich(board, width=out.width, std=show_std))
         return
-    text = render(board, fmt or _format_from_suffix(out_file))
+    text = render(board, fmt)
     if out_file:
-        Path(out_file).write_text(text)
-        console.print(f"wrote {out_file}")
+        write_text(Path(out_file), text)
+        console.print(f"wrote {out_file}", markup=False, highlight=False)
     else:
         click.echo(text, nl=False)
 
@@ -453,23 +547,29 @@ def leaderboard(fmt, metric, suite, protocol, dataset, methods, sort, out_file, 
 @click.option("--metric", default="recall@1", show_default=True)
 @click.option("--suite", default=None)
 @click.option("--dataset", default=None, help="shift/fewshot: only this dataset.")
-@click.option("--method", "methods", multiple=True, help="Only these methods.")
+@click.option("--method", "methods", multiple=True,
+              help="Only these methods (method id or row label; repeatable).")
+@click.option("--ablations", is_flag=True,
+              help="Also draw ablations (rows labelled 'Name (variant)' beside a 'Name' row of "
+              "the same method); hidden by default unless named with --method.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True,
               help="Output file; .png or .svg (both written when the suffix is omitted).")
-@click.option("--results-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--results-dir", type=click.Path(file_okay=False), default=None,
+              cls=PathHelpOption, help=_RESULTS_HELP)
 @click.option("--no-reference", is_flag=True, help="Hide reported (non-measured) rows.")
-def plot(kind, metric, suite, dataset, methods, out_file, results_dir, no_reference):
+def plot(kind, metric, suite, dataset, methods, ablations, out_file, results_dir, no_reference):
     """Publication-quality figures from run records (PNG/SVG)."""
-    from umlbench.results.plots import plot_kind
+    from umlbench.results.plots import check_target, plot_kind
     from umlbench.results.store import load_store
 
+    check_target(Path(out_file))
     df = load_store(Path(results_dir) if results_dir else paths.default_results_dir(),
                     include_reference=not no_reference,
                     warn=lambda m: click.echo(f"warning: {m}", err=True))
     written = plot_kind(df, kind, Path(out_file), metric=metric, suite=suite, dataset=dataset,
-                        methods=list(methods) or None)
+                        methods=list(methods) or None, ablations=ablations)
     for path in written:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {path}", markup=False, highlight=False)
 
 
 def _format_from_suffix(path: str) -> str:

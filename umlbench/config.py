@@ -156,6 +156,11 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
 
+    def __post_init__(self) -> None:
+        # Random streams are seeded with [seed, ...]; numpy refuses negative entries.
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise UserError(f"seed must be an integer >= 0, got {self.seed!r}")
+
 
 def evaluation_epochs(t: TrainConfig) -> list[int]:
     """After which trained-epoch counts (1-based) the trainer evaluates, in order.

@@ -4,28 +4,44 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from umlbench.errors import UserError
-from umlbench.metrics import DEFAULT_METRICS, EvalResult, MetricSpec, evaluate
 
-__all__ = ["evaluate_npz", "REQUIRED", "OPTIONAL"]
+if TYPE_CHECKING:
+    from umlbench.metrics import EvalResult
+
+__all__ = ["evaluate_npz", "load_npz", "REQUIRED", "OPTIONAL"]
 
 REQUIRED = ("embeddings", "labels", "datasets")
 OPTIONAL = ("is_query", "is_gallery")
+_NPZ_HINT = "save one with numpy.savez(path, embeddings=..., labels=..., datasets=...)"
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file; anything else is a one-line UserError naming the file."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    if not zipfile.is_zipfile(path):  # .npz is a zip archive; np.load would try pickle next
+        raise UserError(f"{path}: not an .npz of arrays; {_NPZ_HINT}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except ValueError as exc:
+        if "pickle" in str(exc):  # an object array inside the archive
+            raise UserError(f"{path}: holds object (pickled) arrays; store strings as a plain "
+                            "string array, e.g. np.array(names, dtype=str)") from None
+        raise UserError(f"{path}: not an .npz of arrays ({exc})") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise UserError(f"{path}: not an .npz of arrays ({exc})") from None
 
 
 def evaluate_npz(path: Path, device: str = "cpu", metrics: list[str] | None = None,
                  progress=None) -> EvalResult:
     """Load ``path`` and evaluate; every input problem is a one-line UserError naming the file."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise UserError(f"{path}: not a readable .npz file ({exc})") from None
+    arrays = load_npz(Path(path))
     missing = [k for k in REQUIRED if k not in arrays]
     if missing:
         raise UserError(f"{path}: missing array(s) {missing}; need {list(REQUIRED)}")
@@ -41,6 +57,8 @@ def evaluate_npz(path: Path, device: str = "cpu", metrics: list[str] | None = No
             if arrays[key].dtype != bool:
                 raise UserError(f"{path}: {key} must be a bool array, got {arrays[key].dtype}")
             flags[key] = arrays[key]
+    from umlbench.metrics import DEFAULT_METRICS, MetricSpec, evaluate  # after the input checks
+
     spec = MetricSpec.from_names(metrics) if metrics else DEFAULT_METRICS
     try:
         return evaluate(emb.astype(np.float32), labels, arrays["datasets"].astype(str),

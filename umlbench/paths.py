@@ -23,7 +23,8 @@ def default_results_dir() -> Path:
     return Path(os.environ.get("UMLBENCH_RESULTS", "results"))
 
 
-def default_work_dir() -> Path:
-    """Checkpoints and logs of runs: ``$UMLBENCH_WORK`` or ``<data root>/runs``."""
+def default_work_dir(data_root_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Checkpoints of runs: ``$UMLBENCH_WORK`` or ``<data root>/runs`` (the data root of the run:
+    ``data_root_dir`` if given, else as :func:`data_root`)."""
     env = os.environ.get("UMLBENCH_WORK")
-    return Path(env).expanduser() if env else data_root() / "runs"
+    return Path(env).expanduser() if env else data_root(data_root_dir) / "runs"

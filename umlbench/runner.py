@@ -19,12 +19,14 @@ from umlbench.config import (SUITE_CONFIG_DIR, RunConfig, from_dict, load_yaml, 
 from umlbench.env import git_commit, hardware, package_versions
 from umlbench.errors import UserError
 from umlbench.methods import METHODS, DataInfo, Method
-from umlbench.protocols.base import PROTOCOLS, ProtocolData, protocol_defaults
+from umlbench.protocols.base import (PROTOCOLS, ProtocolData, check_protocol_config,
+                                     protocol_defaults)
 from umlbench.results.record import RunRecord, new_run_id, write_record
 from umlbench.train.distributed import DistInfo, barrier, init_distributed
 from umlbench.train.trainer import Trainer, TrainingFailed, resolve_device, seed_everything
 
-__all__ = ["build_config", "run", "method_class", "load_protocol", "run_prefix"]
+__all__ = ["build_config", "run", "method_class", "load_protocol", "run_prefix",
+           "remove_checkpoints"]
 
 
 def method_class(name: str) -> type[Method]:
@@ -85,6 +87,7 @@ def build_config(
         merged = merge(merged, layer)
     merged["method"] = method
     cfg = from_dict(RunConfig, merged, source="config")
+    check_protocol_config(cfg.protocol, cfg.suite)
     cls(cfg)  # validates method_args against the method's Config (names the bad key)
     return cfg
 
@@ -121,9 +124,13 @@ def run(
     resume: bool = False,
     console: Console | None = None,
     data: ProtocolData | None = None,
+    keep_checkpoints: bool = False,
 ) -> list[tuple[RunRecord, Path | None]]:
     """Train and evaluate one configuration; write and return its records (one per outcome;
-    paths are None on non-main processes)."""
+    paths are None on non-main processes).
+
+    Checkpoints live in ``<work dir>/<run prefix>-<config hash>/`` while the run can still be
+    resumed; once its records are written they are deleted unless ``keep_checkpoints``."""
     console = console or Console(stderr=True)
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -145,7 +152,7 @@ def run(
     params = method.parameter_counts(model, criterion)
     display = method.display_name()
     prefix = run_prefix(display, cfg, data.info)
-    work = (work_dir or paths.default_work_dir()) / f"{prefix}-{config_hash(cfg)}"
+    work = (work_dir or paths.default_work_dir(cfg.data_root)) / f"{prefix}-{config_hash(cfg)}"
     trainer = Trainer(cfg, device, work, dist, console, resume=resume)
     status, error = "completed", None
     outcomes = [{"protocol": dict(data.info), "metrics": {"per_dataset": {}, "universal": {},
@@ -191,11 +198,23 @@ def run(
         if dist.is_main:
             path = write_record(record, (results_dir or paths.default_results_dir()) / cfg.suite)
         written.append((record, path))
+    if status == "completed" and dist.is_main and not keep_checkpoints:
+        remove_checkpoints(work)
     if status == "failed":
         raise TrainingFailed(f"{error} (record: {written[0][1]})")
     if status == "interrupted":
         raise KeyboardInterrupt(error)
     return written
+
+
+def remove_checkpoints(work: Path) -> None:
+    """Delete one run's checkpoint folder (``last.pt``, ``best.pt``, per-rank RNG states, the
+    per-dataset members of ``finetune --setting specific``): a completed run needs none of them,
+    and each is megabytes (hundreds on real data)."""
+    import shutil
+
+    if work.is_dir():
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def evaluate_protocol(method: Method, model, data: ProtocolData, trainer: Trainer,

@@ -26,6 +26,7 @@ class Job:
     data_root: str | None = None
     results_dir: str | None = None
     work_dir: str | None = None
+    keep_checkpoints: bool = False
     extra: dict = field(default_factory=dict)
 
     @property
@@ -53,7 +54,8 @@ def run_job(job: Job) -> list[str]:
     cfg = build_config(job.method, job.suite, job.config_file, list(job.overrides),
                        seed=job.seed, data_root=job.data_root)
     out = run(cfg, results_dir=Path(job.results_dir) if job.results_dir else None,
-              work_dir=Path(job.work_dir) if job.work_dir else None, resume=True)
+              work_dir=Path(job.work_dir) if job.work_dir else None, resume=True,
+              keep_checkpoints=job.keep_checkpoints)
     return [str(p) for _, p in out if p is not None]
 
 

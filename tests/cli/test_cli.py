@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -132,3 +133,77 @@ def test_console_script_reports_errors_without_traceback(env_root):
     assert proc.stderr.strip().startswith("error: unknown method")
     proc = subprocess.run([exe, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "prepare-data" in proc.stdout
+
+
+def test_checkpoints_are_deleted_after_a_completed_run_unless_kept(env_root):
+    work = env_root / "runs"
+    res = invoke("run", "--method", "linear", *_sets(FAST))
+    assert res.exit_code == 0, res.output
+    assert list((env_root / "results" / "mini").glob("*.json"))
+    assert not list(work.rglob("*.pt")), "a completed run left its checkpoints"
+    res = invoke("run", "--method", "linear", "--keep-checkpoints", "--seed", "1", *_sets(FAST))
+    assert res.exit_code == 0, res.output
+    (kept,) = [p.parent for p in work.rglob("last.pt")]
+    res = invoke("info", "--suite", "mini")
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    assert "checkpoints: 1 run folder," in text and kept.name in text.replace(" ", "")
+
+
+def test_help_and_behaviour_agree_on_where_records_and_checkpoints_go(env_root, tmp_path,
+                                                                    monkeypatch):
+    from umlbench import paths
+
+    res = invoke("run", "--help")
+    text = "".join(res.output.split())  # click wraps long paths (at hyphens, too)
+    assert "RecordsgotoDIR/<suite>/<runid>.json" in text
+    assert f"(defaultDIR:{paths.default_results_dir()})" in text  # absolute under env_root
+    assert f"now{paths.default_work_dir()})" in text and "<dataroot>/runs" in text
+    # --results-dir R writes R/<suite>/<run id>.json, as the help says.
+    out = tmp_path / "mine"
+    res = invoke("run", "--method", "off-the-shelf", "--results-dir", str(out), *_sets(FAST))
+    assert res.exit_code == 0, res.output
+    (path,) = (out / "mini").glob("*.json")
+    assert json.loads(path.read_text())["run_id"] == path.stem
+    # Without --work-dir (and $UMLBENCH_WORK) checkpoints live under the run's own data root.
+    monkeypatch.delenv("UMLBENCH_WORK")
+    assert paths.default_work_dir(tmp_path / "d") == tmp_path / "d" / "runs"
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_list_and_info_tell_the_truth_at_80_and_120_columns(env_root, monkeypatch, width):
+    import io
+
+    from rich.console import Console
+
+    import umlbench.cli as cli_module
+    from umlbench import paths
+    from umlbench.data.prepare import read_ready
+    from umlbench.data.registry import suite_datasets
+
+    def render(*args):
+        console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+        monkeypatch.setattr(cli_module, "out", console)
+        res = invoke(*args)
+        assert res.exit_code == 0, res.output
+        text = console.export_text()
+        assert max(len(line.rstrip()) for line in text.splitlines()) <= width
+        assert "…" not in text
+        return text
+
+    listed = render("list")
+    rows = {line.split()[0]: line.split() for line in listed.splitlines() if line.strip()}
+    # Each mini dataset with its own class counts (mini-cub is 20/20, not CUB's 100/100).
+    assert rows["mini-cub"][1:3] == ["mini", "20/20"]
+    assert rows["mini-sop"][1:3] == ["mini", "500/500"]
+    assert rows["cub"][1:4] == ["uml", "100/100", "5,864/5,924"]
+    assert "100/100" not in " ".join(rows["mini-cub"])
+    for word in ("puma", "curricularface", "fewshot-train", "map@1000"):
+        assert word in rows
+    info = render("info", "--suite", "mini")
+    root = paths.data_root()
+    for name in suite_datasets("mini"):
+        train = read_ready(root, name)["counts"]["train"]
+        (line,) = [li for li in info.splitlines() if re.search(rf"\b{name}\b", li)]
+        assert " yes " in line and f"{train['images']:,}/{train['classes']:,}" in line
+    assert "checkpoints: 0 run folders" in info

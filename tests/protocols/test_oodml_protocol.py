@@ -1,21 +1,24 @@
-"""ooDML on real code paths: split files from a mini domain, the reference pickle import, the
-oodml protocol data, few-shot episodes and PUMA's few-shot training subsets."""
+"""ooDML on real code paths: split files from mini domains, the oodml protocol data (one
+retrieval definition per dataset at every level), few-shot episodes and PUMA's few-shot
+training subsets. The published-file import is in test_oodml_import.py."""
 
 from __future__ import annotations
 
 import dataclasses
-import pickle
 
 import numpy as np
 import pytest
 
-from tests.data.fixtures import make_cub
 from umlbench import const as C
-from umlbench.data.prepare import load_prepared, prepare_one
-from umlbench.data.registry import DATASETS
-from umlbench.errors import DataError, UserError
+from umlbench.data.prepare import load_prepared
+from umlbench.errors import UserError
 from umlbench.protocols import fewshot, fewshot_train, oodml
-from umlbench.protocols.oodml_import import import_reference_splits
+from umlbench.protocols.oodml_episodes import (
+    SUPPORT_CLASSES_PER_SHOT,
+    eval_rows,
+    make_episodes,
+    roles,
+)
 from umlbench.runner import build_config
 
 
@@ -28,6 +31,7 @@ def aircraft_splits(mini_root):
 def test_split_file_levels_are_graded_and_valid(aircraft_splits, mini_root):
     levels = aircraft_splits["levels"]
     assert aircraft_splits["format"] == oodml.SPLIT_FORMAT and len(levels) == 6
+    assert aircraft_splits["schedule"] == "fid" and aircraft_splits["removal_rule"] == "official"
     fids = [lv["fid"] for lv in levels]
     assert all(a < b for a, b in zip(fids, fids[1:]))
     assert aircraft_splits["default_level"] in [lv["level"] for lv in levels]
@@ -69,18 +73,101 @@ def test_few_shot_episodes_adapt_the_head(aircraft_splits, env_root, mini_root):
 
     cfg = build_config("linear", "mini", overrides=[
         "protocol.name=fewshot", "protocol.dataset=mini-aircraft", "protocol.level=1",
-        "protocol.shots=2", "protocol.episodes=2", "protocol.finetune_iterations=5",
+        "protocol.shots=2", "protocol.episodes=3", "protocol.finetune_iterations=5",
         "train.epochs=1", "train.max_steps_per_epoch=2", "train.batch_size=32",
-        "eval.metrics=[recall@1]"])
-    assert cfg.train.select == "val"  # the protocol's default: base model chosen on val
-    [(rec, path)] = run(cfg, results_dir=env_root / "r", work_dir=env_root / "w")
+        "eval.metrics=[recall@1,map@1000,nmi,f1]"])
+    # The protocol's defaults: base model chosen on val R@1 + MAP@1000 (fewshot_ood_main.py).
+    assert cfg.train.select == "val" and cfg.train.select_metric == "recall@1+map@1000"
+    [(rec, _)] = run(cfg, results_dir=env_root / "r", work_dir=env_root / "w")
     extra = rec.metrics["extra"]
-    assert rec.protocol["shots"] == 2 and rec.protocol["episodes"] == 2
-    for key in ("zero_shot@recall@1", "few_shot@recall@1", "few_shot@recall@1_ci95",
-                "gain@recall@1"):
-        assert key in extra
-    assert extra["gain@recall@1"] == pytest.approx(extra["few_shot@recall@1"]
-                                                   - extra["zero_shot@recall@1"])
+    assert rec.protocol["shots"] == 2 and rec.protocol["episodes"] == 3
+    assert "val_universal_recall@1+map@1000" in rec.history[-1]
+    for m in ("recall@1", "map@1000", "nmi", "f1"):
+        for key in (f"zero_shot@{m}", f"few_shot@{m}", f"few_shot@{m}_ci95", f"gain@{m}_ci95"):
+            assert key in extra
+        assert extra[f"gain@{m}"] == pytest.approx(extra[f"few_shot@{m}"]
+                                                   - extra[f"zero_shot@{m}"])
+
+
+def test_few_shot_budget_official_by_default_and_mini_in_its_suite_config():
+    uml = build_config("puma", "uml", overrides=["protocol.name=fewshot"])
+    assert (uml.protocol.finetune_iterations, uml.protocol.finetune_lr) == (0, 0.0)
+    assert fewshot.DEFAULT_ITERATIONS[2] == 1000 and fewshot.DEFAULT_ITERATIONS[5] == 1500
+    assert fewshot.LR_MULTIPLIER == 10
+    mini = build_config("puma", "mini", overrides=["protocol.name=fewshot"])
+    assert (mini.protocol.finetune_iterations, mini.protocol.finetune_lr) == (300, 1e-3)
+
+
+def test_sop_episodes_split_support_and_query_by_class(mini_root):
+    prep = load_prepared(mini_root, "mini-sop")
+    m = prep.manifest
+    by_class = m.groupby(C.LABEL)[C.IMAGE_ID].apply(list).to_dict()
+    test = sorted(set(m.loc[m[C.SPLIT] == C.TEST, C.LABEL]))[:100] + [0, 1, 2]  # some moved
+    episodes = make_episodes(np.random.default_rng(0), "mini-sop", by_class, sorted(test))
+    for shots, eps in episodes.items():
+        for ep in eps:
+            sup, query = set(ep["support_classes"]), set(ep["query_classes"])
+            assert not sup & query and sup | query == set(test)
+            assert len(sup) == round(SUPPORT_CLASSES_PER_SHOT * int(shots) * len(test))
+    ep = episodes["5"][0]
+    rows = eval_rows(prep, set(test)).reset_index(drop=True)
+    support, query = fewshot._episode_rows(ep, rows, {})
+    assert set(rows["target"].iloc[support]) == set(ep["support_classes"])
+    assert set(rows["target"].iloc[query]) == set(ep["query_classes"])
+    assert len(support) + len(query) == len(rows)  # every image of a support class is support
+    # CUB/Cars-style episodes elsewhere: shots images of every class, the rest queried.
+    image_eps = make_episodes(np.random.default_rng(0), "mini-cub", by_class, [0, 1, 2])
+    assert all("support" in ep and len(ep["support"]) == 2 * 3 for ep in image_eps["2"])
+
+
+def test_inshop_keeps_query_gallery_roles_at_every_level(mini_root):
+    prep = load_prepared(mini_root, "mini-inshop")
+    m = prep.manifest
+    is_q, is_g = roles(m)
+    assert not (is_q & is_g).any() and (is_q | is_g).all()  # no leave-one-out row anywhere
+    split = m[C.SPLIT].to_numpy()
+    assert (is_q[split == C.QUERY]).all() and (is_g[split == C.GALLERY]).all()
+    # Former training items: alternately query and gallery in image-id order; a lone image
+    # is gallery only.
+    train = m[split == C.TRAIN]
+    sizes = train.groupby(C.LABEL).size()
+    item = train[train[C.LABEL] == sizes[sizes >= 3].index[0]].sort_values(C.IMAGE_ID)
+    assert [bool(is_q[i]) for i in item.index[:3]] == [True, False, True]
+    # A shifted level's test classes mix former train and test items: all query->gallery.
+    mixed = set(sizes.index[:20]) | set(m.loc[split == C.QUERY, C.LABEL][:40])
+    rows = eval_rows(prep, mixed)
+    assert not (rows["is_query"] & rows["is_gallery"]).any()
+    assert set(rows["target"]) == mixed and rows["is_query"].sum() > 0
+
+
+def test_leave_one_out_elsewhere(aircraft_splits, mini_root):
+    prep = load_prepared(mini_root, "mini-aircraft")
+    assert roles(prep.manifest) is None
+    rows = eval_rows(prep, set(aircraft_splits["levels"][0]["test"]))
+    assert rows["is_query"].all() and rows["is_gallery"].all()
+
+
+def test_missing_weights_name_the_prepare_splits_flag(monkeypatch):
+    from umlbench.models import backbones
+
+    def offline(*a, **k):
+        raise UserError("could not load pretrained weights for 'resnet50.tv_in1k' (offline); "
+                        "on a machine without internet download them elsewhere and pass "
+                        "backbone.weights=FILE")
+
+    monkeypatch.setattr(backbones, "create_backbone", offline)
+    with pytest.raises(UserError, match="umlbench prepare-splits --weights FILE") as err:
+        oodml._backbone("resnet50.tv_in1k", None)
+    assert "backbone.weights" not in str(err.value)
+
+
+def test_schedule_checks(mini_root):
+    with pytest.raises(UserError, match="no official ooDML split table"):
+        oodml.resolve_schedule("mini-cub", "official", None)
+    with pytest.raises(UserError, match="official cars table has 8 levels"):
+        oodml.resolve_schedule("cars", None, 6)
+    assert oodml.resolve_schedule("cub", None, None) == "official"
+    assert oodml.resolve_schedule("nabirds", None, None) == "fid"
 
 
 def test_fewshot_train_keeps_k_images_per_class(env_root, mini_root):
@@ -92,49 +179,3 @@ def test_fewshot_train_keeps_k_images_per_class(env_root, mini_root):
     assert (counts == 4).all() and len(counts) == data.num_classes
     again = fewshot_train.build(cfg, mini_root)
     assert again.train["row"].tolist() == data.train["row"].tolist()  # fixed by the seed
-
-
-def _reference_pickle(path, m):
-    """A tiny split file in the reference format (numpy scalars, names, file names)."""
-    names = m.groupby(C.LABEL)[C.CLASS_NAME].first()
-    files = m.assign(f=m[C.PATH].map(lambda p: p.rsplit("/", 1)[-1])).groupby(C.LABEL)["f"].apply(list)
-    train, test = [names[0], names[1]], [names[2], names[3]]
-    data = {
-        1: {"train": train, "test": test, "fid": np.float64(12.5),
-            "split_train": [names[0]], "split_val": [names[1]],
-            "test_episodes": {2: {0: {names[2]: files[2][:1], names[3]: files[3][:2]}}}},
-        2: {"train": [names[0], names[2]], "test": [names[1], names[3]], "fid": np.float64(30.0),
-            "split_train": [names[0]], "split_val": [names[2]], "test_episodes": {}},
-    }
-    path.write_bytes(pickle.dumps(data))
-
-
-def test_import_reference_pickle_reproduces_the_split(tmp_path):
-    fx = make_cub(tmp_path / "fx")
-    spec = dataclasses.replace(DATASETS.get("cub"), expected=fx.expected)
-    root = tmp_path / "data"
-    prepare_one(spec, root, source=str(fx.source), image_size=16, workers=1,
-                progress=lambda *a: None)
-    m = load_prepared(root, "cub").manifest
-    pkl = tmp_path / "cub200_splits.pkl"
-    _reference_pickle(pkl, m)
-    import_reference_splits(pkl, root, "cub")
-    splits = oodml.load_splits(root, "cub")
-    assert [lv["level"] for lv in splits["levels"]] == [1, 2]
-    lv1 = splits["levels"][0]
-    assert lv1["train"] == [0, 1] and lv1["test"] == [2, 3] and lv1["fid"] == 12.5
-    ep = lv1["episodes"]["2"][0]
-    support = m.set_index(C.IMAGE_ID).loc[ep["support"], C.LABEL].tolist()
-    assert sorted(support) == [2, 3, 3] and ep["query_classes"] == [2, 3]
-    assert splits["levels"][1]["train"] == [0, 2]
-
-
-def test_import_rejects_unknown_classes_and_code(tmp_path, mini_root):
-    bad = tmp_path / "bad.pkl"
-    bad.write_bytes(pickle.dumps({1: {"train": ["nope"], "test": [], "fid": 1.0}}))
-    with pytest.raises(DataError, match="class 'nope' is not a class of mini-cub"):
-        import_reference_splits(bad, mini_root, "mini-cub")
-    evil = tmp_path / "evil.pkl"
-    evil.write_bytes(pickle.dumps({1: {"train": [], "test": [], "fid": dataclasses.field}}))
-    with pytest.raises(DataError, match="refusing to load"):
-        import_reference_splits(evil, mini_root, "mini-cub")

@@ -158,7 +158,9 @@ def test_html_is_self_contained_and_sortable(results_dir):
     assert "<script>" in page and "addEventListener" in page and "<style>" in page
     assert page.count("<tr") == len(board.rows) + 1  # header + one per row
     assert page.count('<tr class="reported">') == 1
-    assert "<b>66.00 ± 1.00</b>" in page
+    # The best mean bold, its std smaller and bound to it by no-break spaces.
+    assert '<b>66.00</b><span class="sd">&nbsp;±&nbsp;1.00</span>' in page
+    assert "td{white-space:nowrap}" in page
 
 
 def test_json_round_trips(results_dir):
@@ -275,5 +277,95 @@ def test_oodml_rows_grouped_by_dataset_and_bold_within_each(tmp_path):
     assert board.rows == ["PUMA / mini-cub", "LINEAR / mini-cub",
                           "LINEAR / mini-cars", "PUMA / mini-cars"]
     md = render(board, "markdown").splitlines()[2:]
-    # Best per column within each dataset: PUMA on mini-cub, LINEAR on mini-cars, never across.
-    assert [line.count("**") // 2 for line in md] == [3, 0, 3, 0]
+    # Each dataset's block opens with its levels' FIDs; best per column within each dataset:
+    # PUMA on mini-cub, LINEAR on mini-cars, never across.
+    assert md[0] == "| FID (mini-cub) | – | 10.00 | 20.00 | – | – |"
+    assert md[3].startswith("| FID (mini-cars) |")
+    assert [line.count("**") // 2 for line in md] == [0, 3, 0, 0, 3, 0]
+    assert json.loads(render(board, "json"))["fids"]["mini-cub"] == {"level:1": 10.0,
+                                                                     "level:2": 20.0}
+    assert "<td data-v=\"FID (mini-cub)\">FID (mini-cub)</td>" in render(board, "html")
+    assert board.notes == ["FID per level, mini-cars: L1 10.00 · L2 20.00",
+                           "FID per level, mini-cub: L1 10.00 · L2 20.00"]
+
+
+# ---- the literature's Recall@K (issue 13 item 10): --metric recall@K and the paper view --------
+
+# Recall@K per dataset as the records carry them (metrics.per_dataset[ds]["recall@K"]): each
+# dataset's literature K list; made-up values, K-th entry = base + K / 10000.
+PAPER_KS = {"mini-cub": (1, 2, 4, 8), "mini-sop": (1, 10, 100, 1000),
+            "mini-inshop": (1, 10, 20, 30)}
+
+
+def _paper_records(with_lists: bool = True) -> list[RunRecord]:
+    out = []
+    for method, base in (("puma", 0.6), ("linear", 0.5)):
+        for seed in (0, 1):
+            rec = make_record(method=method, display=method.upper(), seed=seed,
+                              run_id=f"{method}-paper-s{seed}")
+            per = {}
+            for d, ks in PAPER_KS.items():
+                ks = ks if with_lists else (1, 2, 4, 8)
+                per[d] = {f"recall@{k}": base + seed / 100 + k / 10000 for k in ks}
+            rec.metrics["per_dataset"] = per
+            rec.metrics["summary"] = {"harmonic_mean": {"recall@1": base + seed / 100}}
+            out.append(rec)
+    return out
+
+
+def test_paper_view_shows_each_datasets_own_k_list():
+    from umlbench.results.leaderboard import build_paper_board, paper_recall_ks
+
+    assert paper_recall_ks("sop") == paper_recall_ks("mini-sop") == (1, 10, 100, 1000)
+    assert paper_recall_ks("inshop") == (1, 10, 20, 30)
+    assert paper_recall_ks("mini-cub") == paper_recall_ks("aircraft") == (1, 2, 4, 8)
+    board = build_paper_board(records_frame(_paper_records()))
+    assert board.columns == (
+        [f"mini-cub/recall@{k}" for k in (1, 2, 4, 8)]
+        + [f"mini-sop/recall@{k}" for k in (1, 10, 100, 1000)]
+        + [f"mini-inshop/recall@{k}" for k in (1, 10, 20, 30)]
+        + ["universal/recall@1", "harmonic_mean/recall@1"])
+    assert board.rows == ["PUMA", "LINEAR"] and board.notes == []
+    # PUMA's SOP R@1000: mean over seeds 0.6 + {0, 0.01} + 0.1.
+    assert board.mean.at["PUMA", "mini-sop/recall@1000"] == pytest.approx(0.705)
+    md = render(board, "markdown").splitlines()
+    assert md[0].startswith("| Method | Seeds | mini-CUB R@1 | mini-CUB R@2 |")
+    assert "mini-SOP R@1000" in md[0] and "mini-In-Shop R@30" in md[0] and "HM R@1" in md[0]
+    assert "| PUMA | 2 |" in md[2] and "70.50 ± 0.71" in md[2]
+
+
+def test_paper_view_degrades_to_dashes_and_a_note_without_the_k_lists():
+    from umlbench.results.leaderboard import build_paper_board
+
+    board = build_paper_board(records_frame(_paper_records(with_lists=False)))
+    assert board.mean["mini-sop/recall@10"].isna().all()
+    assert board.mean.at["PUMA", "mini-sop/recall@1"] == pytest.approx(0.6051)
+    assert len(board.notes) == 2
+    assert board.notes[0].startswith("mini-sop: R@10, R@100, R@1000 missing")
+    assert board.notes[1].startswith("mini-inshop: R@10, R@20, R@30 missing")
+    md = render(board, "markdown")
+    assert md.splitlines()[2].count("| – ") == 6
+    for fmt in ("latex", "csv", "html", "json"):
+        render(board, fmt)  # every format copes with the empty columns
+
+
+def test_metric_recall_at_10_with_a_note_for_datasets_without_it():
+    board = build_board(records_frame(_paper_records()), "recall@10")
+    assert board.columns == ["mini-sop", "mini-inshop"]
+    assert board.mean.at["LINEAR", "mini-inshop"] == pytest.approx(0.506)
+    assert board.notes == ["recall@10 is not in the records of mini-cub; `--view paper` shows "
+                           "each dataset's own Recall@K list"]
+
+
+def test_cli_paper_view_prints_notes_on_stderr(tmp_path):
+    from click.testing import CliRunner
+
+    from umlbench.cli import cli
+
+    for rec in _paper_records(with_lists=False):
+        write_record(rec, tmp_path / "mini")
+    res = CliRunner().invoke(cli, ["leaderboard", "--results-dir", str(tmp_path), "--view",
+                                   "paper", "--format", "markdown"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("| Method | Seeds | mini-CUB R@1 |")
+    assert res.stderr.count("note: ") == 2 and "mini-sop: R@10, R@100, R@1000" in res.stderr

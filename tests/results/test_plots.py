@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import matplotlib.colors
 import pandas as pd
 import pytest
 from matplotlib.collections import PolyCollection
@@ -192,6 +193,29 @@ def test_fewshot_levels_get_one_line_each_and_datasets_a_panel():
     assert len({line.get_color() for line in lines}) == 3  # easy-to-hard colour ramp
 
 
+def test_fewshot_bands_are_the_stored_cis_and_zero_shot_comes_from_fewest_shots():
+    recs = []
+    for lv in range(1, 9):
+        for k in (2, 5, 10):
+            rec = make_record(method="puma", display="PUMA", seed=0, run_id=f"fs-{lv}-{k}",
+                              protocol={"name": "fewshot", "dataset": "mini-cars", "level": lv,
+                                        "shots": k})
+            rec.metrics["extra"] = {
+                "zero_shot@recall@1": 0.6 + 0.001 * k, "zero_shot@recall@1_ci95": 0.002 * k,
+                "few_shot@recall@1": 0.6 + 0.01 * k, "few_shot@recall@1_ci95": 0.01 + lv / 1000}
+            recs.append(rec)
+    fig = fewshot_figure(records_frame(recs))
+    ax = fig.axes[0]
+    assert len({line.get_color() for line in ax.lines}) == 8  # eight distinguishable levels
+    assert len({line.get_marker() for line in ax.lines}) == 8
+    l3 = next(line for line in ax.lines if line.get_label() == "L3")
+    # Zero-shot at 0 shots from the 2-shot record (60.2 +- 0.4), few-shot points +- 1.3.
+    assert list(l3.get_ydata()) == pytest.approx([60.2, 62.0, 65.0, 70.0])
+    band = ax.collections[2].get_paths()[0].vertices  # L3's band: (x, y) around the line
+    lo = {x: y for x, y in band[1:5]}
+    assert lo[0.0] == pytest.approx(60.2 - 0.4) and lo[5.0] == pytest.approx(65.0 - 1.3)
+
+
 def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", path.read_bytes()[16:24])
 
@@ -232,3 +256,65 @@ def test_other_user_errors(frame, tmp_path):
     with pytest.raises(UserError, match="several suites.*--suite"):
         build_figure(both, "datasets")
     assert len(_bars(build_figure(both, "datasets", suite="uml").axes[0])) == 3
+
+
+# ---- the datasets figure with many methods (issue 16) -----------------------------------------
+
+def _many(n_main: int = 8) -> pd.DataFrame:
+    """``n_main`` main methods, plus two PUMA ablations, 2 seeds each, high Recall@1 (60-80)."""
+    recs = []
+    names = [(f"m{i}", f"Method {i}") for i in range(n_main - 1)] + [("puma", "PUMA")]
+    names += [("puma", "PUMA (adapters only)"), ("puma", "PUMA (prompt pool only)")]
+    for j, (m, name) in enumerate(names):
+        for s in (0, 1):
+            v = 0.60 + 0.02 * j + 0.005 * s
+            recs.append(make_record(method=m, display=name, seed=s, r1=(v, v + 0.1),
+                                    universal=v, trainable=1000 * (j + 1),
+                                    run_id=f"{m}-{j}-s{s}"))
+    return records_frame(recs)
+
+
+def test_ablations_hidden_unless_asked_for_or_named():
+    df = _many()
+    labels = lambda fig: {b.get_label() for b in _bars(fig.axes[0])}  # noqa: E731
+    main = labels(build_figure(df, "datasets"))
+    assert "PUMA" in main and not any("(" in lab for lab in main) and len(main) == 8
+    assert len(labels(build_figure(df, "datasets", ablations=True))) == 10
+    named = labels(build_figure(df, "datasets", methods=["PUMA", "PUMA (adapters only)"]))
+    assert named == {"PUMA", "PUMA (adapters only)"}
+    # A loss or setting in parentheses is a main method when no bare row of that name exists.
+    ft = records_frame([make_record(method="finetune", display="Fine-tuning, unified (ArcFace)",
+                                    run_id="ft")])
+    assert {b.get_label() for b in _bars(build_figure(ft, "datasets").axes[0])} == {
+        "Fine-tuning, unified (ArcFace)"}
+
+
+def test_many_methods_fitted_range_side_legend_and_distinct_neighbours():
+    fig = build_figure(_many(), "datasets")
+    ax = fig.axes[0]
+    bars = _bars(ax)
+    heights = [r.get_height() for b in bars for r in b]
+    bottom, top = ax.get_ylim()
+    assert 0 < bottom <= min(heights) - 1 and top >= max(heights)  # fitted, not from 0
+    assert bottom % 5 == 0
+    # Best harmonic mean first; every bar of a group a different colour, neighbours included.
+    hm = [b[-1].get_height() for b in bars]
+    assert hm == sorted(hm, reverse=True)
+    colors = [tuple(b[0].get_facecolor()) for b in bars]
+    assert len(set(colors)) == len(colors)
+    # The legend sits beside the axes, not on them, and lists the bars in their order.
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1
+    assert _legend_texts(fig) == [b.get_label() for b in bars]
+    assert fig.get_size_inches()[0] == pytest.approx(7.0)  # full text width
+
+
+def test_a_method_has_the_same_colour_in_the_datasets_and_params_figures():
+    df = _many()
+    bars = {b.get_label(): tuple(b[0].get_facecolor())
+            for b in _bars(build_figure(df, "datasets").axes[0])}
+    points = {c.get_label(): tuple(matplotlib.colors.to_rgba(c.lines[0].get_color()))
+              for c in build_figure(df, "params").axes[0].containers
+              if isinstance(c, ErrorbarContainer)}
+    assert points and all(bars[k] == v for k, v in points.items())

@@ -169,6 +169,20 @@ def _write_generated(spec: DatasetSpec, tmp: Path, seed: int, image_size: int) -
                                  "cache": True, "raw_dir": None}
 
 
+MIN_IMAGE_SIZE = 8  # pixels; anything smaller cannot hold a ViT patch grid
+
+
+def check_prepare_args(*, seed: int = 0, image_size: int | None = None, workers: int = 1) -> None:
+    """Refuse values that would silently become defaults or write an unusable cache, before
+    anything is written."""
+    if seed < 0:
+        raise UserError(f"--seed must be >= 0, got {seed}")
+    if image_size is not None and image_size < MIN_IMAGE_SIZE:
+        raise UserError(f"--image-size must be at least {MIN_IMAGE_SIZE} pixels, got {image_size}")
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+
+
 def prepare_one(
     spec: DatasetSpec,
     root: Path,
@@ -182,6 +196,7 @@ def prepare_one(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> PrepareReport:
     """Prepare one dataset (skipped when already READY, unless ``force``)."""
+    check_prepare_args(seed=seed, image_size=image_size, workers=workers)
     t0 = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
     target = root / spec.name

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from umlbench.registry import Registry
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Resource", "DatasetSpec", "DATASETS", "SUITES", "suite_datasets"]
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from umlbench import const as C
-from umlbench.data.prepare import Prepared
 
-__all__ = ["ProtocolData", "rows_for", "eval_rows", "PROTOCOLS", "protocol_defaults"]
+if TYPE_CHECKING:  # numpy/pandas load with the data, so that checking a config stays instant
+    import numpy as np
+    import pandas as pd
+
+    from umlbench.data.prepare import Prepared
+
+__all__ = ["ProtocolData", "rows_for", "eval_rows", "PROTOCOLS", "PROTOCOL_SELECTORS",
+           "check_protocol_config", "protocol_defaults"]
 
 
 @dataclass
@@ -37,6 +41,8 @@ class ProtocolData:
 
     def class_dataset(self) -> np.ndarray:
         """(num_classes,) index into ``datasets`` of each training class."""
+        import numpy as np
+
         out = np.zeros(self.num_classes, np.int64)
         out[self.train["target"].to_numpy()] = self.train["source"].to_numpy()
         return out
@@ -44,6 +50,9 @@ class ProtocolData:
 
 def rows_for(source: int, prepared: Prepared, mask: np.ndarray) -> pd.DataFrame:
     """Manifest rows selected by ``mask`` as (source, row, label, dataset) columns."""
+    import numpy as np
+    import pandas as pd
+
     m = prepared.manifest
     idx = np.flatnonzero(mask)
     return pd.DataFrame({
@@ -59,6 +68,8 @@ def eval_rows(source: int, prepared: Prepared, labels: set | None = None,
     """Evaluation rows of one dataset: "test" rows are query and gallery (leave-one-out),
     "query"/"gallery" rows are one or the other. ``labels`` restricts to those classes;
     ``leave_one_out_splits`` names the splits whose rows are both query and gallery."""
+    import numpy as np
+
     m = prepared.manifest
     split = m[C.SPLIT].to_numpy()
     mask = np.isin(split, list(leave_one_out_splits) + [C.QUERY, C.GALLERY])
@@ -78,6 +89,48 @@ PROTOCOLS: dict[str, str] = {
     "fewshot": "umlbench.protocols.fewshot:build",
     "fewshot-train": "umlbench.protocols.fewshot_train:build",
 }
+
+
+# The optional selectors (``protocol.<field>``, CLI ``--<field>``) each protocol reads. Giving
+# one that the protocol ignores is an error: otherwise `run --dataset X` under `uml` would run
+# the full benchmark and write a record that looks like an answer to the question asked.
+PROTOCOL_SELECTORS: dict[str, tuple[str, ...]] = {
+    "uml": (),
+    "oodml": ("dataset", "level"),
+    "fewshot": ("dataset", "level", "shots"),
+    "fewshot-train": ("shots",),
+}
+
+
+def check_protocol_config(protocol, suite: str) -> None:
+    """Validate a :class:`~umlbench.config.ProtocolConfig` (or any object with its fields)
+    against the protocol's selectors and the suite, before anything runs.
+
+    Raises:
+        UserError: unknown protocol, a selector the protocol ignores, a dataset outside the
+            suite, or a level/shot count below 1.
+    """
+    from umlbench.data.registry import suite_datasets
+    from umlbench.errors import UserError
+
+    name = protocol.name
+    if name not in PROTOCOLS:
+        raise UserError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
+    uses = PROTOCOL_SELECTORS.get(name, ("dataset", "level", "shots"))
+    for field_name in ("dataset", "level", "shots"):
+        if getattr(protocol, field_name, None) is None or field_name in uses:
+            continue
+        users = [p for p, sel in PROTOCOL_SELECTORS.items() if field_name in sel]
+        raise UserError(f"--{field_name} (protocol.{field_name}) is not used by protocol "
+                        f"{name!r}; it applies to --protocol {' or '.join(users)}")
+    datasets = suite_datasets(suite)
+    if protocol.dataset is not None and protocol.dataset not in datasets:
+        raise UserError(f"unknown dataset {protocol.dataset!r} for suite {suite!r}; known: "
+                        + ", ".join(datasets))
+    for field_name in ("level", "shots"):
+        value = getattr(protocol, field_name, None)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise UserError(f"--{field_name} must be an integer >= 1, got {value!r}")
 
 
 def protocol_defaults(name: str, shots: int | None) -> dict:

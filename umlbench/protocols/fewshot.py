@@ -1,15 +1,21 @@
 """Few-shot protocols.
 
-``fewshot`` (ooDML, Milbich et al. 2021): per shift level, the base model is trained on the
-level's ``split_train`` classes and selected on ``split_val`` (the test set is never used for
+``fewshot`` (ooDML, Milbich et al. 2021; ``fewshot_ood_main.py`` and ``OOD-Study_FewShot.sh``):
+per shift level, the base model is trained on the level's ``split_train`` classes and selected
+on ``split_val`` by Recall@1 + MAP@1000, as the official script (the test set is never used for
 selection); then, for each of the fixed episodes of each shot count, a copy of the model's last
-embedding layer is adapted on the support set (``shots`` images of every test class) with the
-margin loss and distance-weighted mining (Adam, 10x the base learning rate, class-balanced
-batches of 2 images per class) and the remaining query images are scored before ("zero-shot")
-and after ("few-shot") adaptation; results are mean +- 95% CI over episodes. Because the
-backbone is frozen during adaptation, the support images' pre-head features are computed once
-(eval transform) instead of being re-augmented at every iteration as in the reference.
-PUMA's few-shot *training* setting is a different protocol, in :mod:`umlbench.protocols.fewshot_train`.
+embedding layer is adapted on the support set with the margin loss and distance-weighted mining
+(Adam, 10x the base learning rate, class-balanced batches of 112 with 2 images per class;
+1000 iterations for 2 shots and 1500 for 5, as the official scripts, and 1500 for the unused
+10) and the query images are scored before ("zero-shot") and after ("few-shot") adaptation:
+Recall@K, MAP@1000, NMI and F1 (and whatever else ``eval.metrics`` lists), mean +- 95% CI over
+episodes, plus a paired CI of the gain. Support/query roles: see
+:mod:`umlbench.protocols.oodml_episodes` (CUB/Cars episodes by image, SOP by class; In-shop keeps
+query->gallery retrieval). Because the backbone is frozen during adaptation, the support images'
+pre-head features are computed once (eval transform) instead of being re-augmented at every
+iteration as in the reference. The mini suite's smaller budget lives in its suite config.
+PUMA's few-shot *training* setting is a different protocol, in
+:mod:`umlbench.protocols.fewshot_train`.
 """
 
 from __future__ import annotations
@@ -30,13 +36,15 @@ from umlbench.protocols.base import ProtocolData
 
 __all__ = ["build", "derived_defaults", "run_episodes", "DEFAULT_ITERATIONS"]
 
-# ooDML's scripts: 1000 iterations for 2-shot, 1500 for 5-shot (10-shot: unused there).
+# OOD-Study_FewShot.sh: 1000 iterations for 2-shot, 1500 for 5-shot (10-shot is unused there).
 DEFAULT_ITERATIONS = {2: 1000, 5: 1500, 10: 1500}
+LR_MULTIPLIER = 10  # --finetune_lr_multi 10 in every scripted run
+SELECT_METRIC = "recall@1+map@1000"  # fewshot_ood_main.py: val R@1 + mAP@1000
 
 
 def derived_defaults(shots: int | None) -> dict:
     """Config values that follow from the protocol (layered below the user's own settings)."""
-    return {"train": {"select": "val"}}
+    return {"train": {"select": "val", "select_metric": SELECT_METRIC}}
 
 
 def build(cfg: RunConfig, root: Path) -> ProtocolData:
@@ -99,6 +107,19 @@ def _features(trainer, model, data, rows) -> torch.Tensor:
     return torch.from_numpy(trainer.embed(_Feat, model, data, rows))
 
 
+def _episode_rows(ep: dict, test, pos: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(support, query) positions in ``test`` of one episode (image or class-split)."""
+    target = test["target"].to_numpy()
+    if "support_classes" in ep:
+        support = np.flatnonzero(np.isin(target, ep["support_classes"]))
+    else:
+        support = np.array([pos[i] for i in ep["support"]], dtype=np.int64)
+    in_support = np.zeros(len(test), bool)
+    in_support[support] = True
+    query = np.flatnonzero(np.isin(target, ep["query_classes"]) & ~in_support)
+    return support, query
+
+
 def run_episodes(method, model, data: ProtocolData, trainer, root: Path) -> list[dict]:
     """Adapt and score every episode of every shot count; one result dict per shot count."""
     cfg = trainer.cfg
@@ -113,30 +134,27 @@ def run_episodes(method, model, data: ProtocolData, trainer, root: Path) -> list
     feats = _features(trainer, model, data, test)
     with torch.inference_mode():
         zero = F.normalize(model.head(feats), dim=-1).numpy()
-    spec = MetricSpec.from_names([m for m in cfg.eval.metrics if m not in ("nmi", "f1")])
+    spec = MetricSpec.from_names(cfg.eval.metrics)
     shots_list = [cfg.protocol.shots] if cfg.protocol.shots else [int(s) for s in level["episodes"]]
+    labels = test["target"].to_numpy()
     results = []
     for shots in shots_list:
         episodes = level["episodes"].get(str(shots))
         if not episodes:
             raise UserError(f"no {shots}-shot episodes in the {data.info['dataset']} splits")
         iters = cfg.protocol.finetune_iterations or DEFAULT_ITERATIONS.get(shots, 1500)
+        lr = cfg.protocol.finetune_lr or LR_MULTIPLIER * cfg.train.lr
         before, after = [], []
         for e, ep in enumerate(episodes[: cfg.protocol.episodes]):
-            support = np.array([pos[i] for i in ep["support"]])
-            in_support = np.zeros(len(test), bool)
-            in_support[support] = True
-            query = np.flatnonzero(test["target"].isin(ep["query_classes"]).to_numpy()
-                                   & ~in_support)
-            labels = test["target"].to_numpy()
+            support, query = _episode_rows(ep, test, pos)
             _, sup_y = np.unique(labels[support], return_inverse=True)
-            lr = cfg.protocol.finetune_lr or 10 * cfg.train.lr
             head = _adapt_head(model.head, feats[support], sup_y, iters, lr,
                                seed=cfg.seed * 1000 + e)
             with torch.inference_mode():
                 adapted = F.normalize(head(feats[query]), dim=-1).numpy()
             q = test.iloc[query]
-            args = (q["target"].to_numpy(), q["dataset"].to_numpy())
+            args = (q["target"].to_numpy(), q["dataset"].to_numpy(), q["is_query"].to_numpy(),
+                    q["is_gallery"].to_numpy())
             before.append(evaluate(zero[query], *args, metrics=spec).universal)
             after.append(evaluate(adapted, *args, metrics=spec).universal)
         results.append(_summarise(shots, before, after, spec, len(episodes), iters))
@@ -149,11 +167,15 @@ def _summarise(shots, before, after, spec, n_episodes, iters) -> dict:
     for name in spec.names():
         zb, ci_b = mean_ci95([b[name] for b in before])
         fa, ci_a = mean_ci95([a[name] for a in after])
+        # Zero- and few-shot scores come from the same episodes: the CI of the gain is the
+        # CI of the per-episode differences, tighter than either score's own CI.
+        _, ci_g = mean_ci95([a[name] - b[name] for a, b in zip(after, before)])
         metrics[name] = fa
         extra[f"zero_shot@{name}"] = zb
         extra[f"zero_shot@{name}_ci95"] = ci_b
         extra[f"few_shot@{name}"] = fa
         extra[f"few_shot@{name}_ci95"] = ci_a
         extra[f"gain@{name}"] = fa - zb
+        extra[f"gain@{name}_ci95"] = ci_g
     return {"shots": shots, "universal": metrics, "extra": extra, "episodes": len(after),
             "episodes_available": n_episodes, "iterations": iters}

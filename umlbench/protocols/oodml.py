@@ -2,17 +2,17 @@
 
 ``prepare_splits`` extracts pooled features of every image with a frozen pre-trained backbone
 (ImageNet ResNet-50 by default, as the reference; the mini suite uses its own backbone), averages
-them per class, and builds candidate splits by class swapping (harder and, inversely, easier than
-the official split) and class removal (hardest); it then keeps ``levels`` splits with strictly
-increasing FID, level 1 being the easiest. Each level also gets a class-level train/val split and
-fixed few-shot episodes. The result is one versioned JSON file per dataset under
-``<data root>/splits/oodml/``. ``build`` turns a (dataset, level) into protocol data.
+them per class and builds the splits (:mod:`umlbench.protocols.oodml_splits`): on cub, cars and
+sop the official tables of ``create_dataset_splits.py`` (``schedule="official"``), elsewhere
+``levels`` splits spaced evenly in FID (``schedule="fid"``, umlbench's extension). Level 1 is
+the easiest. Each level also gets a class-level train/val split and fixed few-shot episodes
+(:mod:`umlbench.protocols.oodml_episodes`). The result is one versioned JSON file per dataset
+under ``<data root>/splits/oodml/``. ``build`` turns a (dataset, level) into protocol data.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -27,18 +27,23 @@ from umlbench.data.loading import ImageTable, TransformConfig, build_transform, 
 from umlbench.data.prepare import Prepared, load_prepared
 from umlbench.data.registry import suite_datasets
 from umlbench.errors import DataError, UserError
-from umlbench.protocols.base import ProtocolData, eval_rows
-from umlbench.protocols.oodml_splits import (Split, removal_splits, select_levels,
-                                             swap_splits)
+from umlbench.protocols.base import ProtocolData
+from umlbench.protocols.oodml_episodes import EPISODES, SHOTS, eval_rows, make_episodes
+from umlbench.protocols.oodml_splits import (
+    OFFICIAL_SCHEDULES,
+    REMOVAL_RULES,
+    auto_splits,
+    official_splits,
+)
 from umlbench.protocols.uml import unify_train
 
-__all__ = ["SPLIT_FORMAT", "split_path", "load_splits", "available_levels", "class_features",
-           "make_splits", "prepare_splits", "build", "SHOTS", "EPISODES"]
+__all__ = ["SPLIT_FORMAT", "SPLIT_VERSION", "SCHEDULES", "split_path", "load_splits",
+           "write_splits", "available_levels", "class_features", "prepare_splits", "build",
+           "level_entry", "SHOTS", "EPISODES"]
 
 SPLIT_FORMAT = "umlbench-oodml-splits"
-SPLIT_VERSION = 1
-SHOTS = (2, 5, 10)
-EPISODES = 10
+SPLIT_VERSION = 2  # 2: schedule, removal_rule, class-split episodes ("support_classes")
+SCHEDULES = ("official", "fid")
 DEFAULT_BACKBONE = "resnet50.tv_in1k"  # torchvision's ImageNet ResNet-50, as the reference
 
 
@@ -58,6 +63,20 @@ def load_splits(root: Path, dataset: str) -> dict:
     if data.get("format") != SPLIT_FORMAT or data.get("version", 0) > SPLIT_VERSION:
         raise DataError(f"{path}: not a umlbench ooDML split file of version <= {SPLIT_VERSION}")
     return data
+
+
+def write_splits(root: Path, dataset: str, levels: list[dict], **meta) -> Path:
+    """Write the split file of ``dataset`` atomically (temp file, then rename)."""
+    path = split_path(root, dataset)
+    default = next((lv["level"] for lv in levels if lv["key"] == "0"), None)
+    data = {"format": SPLIT_FORMAT, "version": SPLIT_VERSION, "dataset": dataset,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "default_level": default,
+            **meta, "levels": levels}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+    return path
 
 
 def available_levels(root: Path, suite: str, dataset: str | None) -> list[int]:
@@ -87,93 +106,89 @@ def class_features(prep: Prepared, backbone: torch.nn.Module, resize_ratio: floa
     return labels, sums / np.bincount(inverse)[:, None]
 
 
-def make_splits(feats: np.ndarray, train: list[int], test: list[int], levels: int = 8,
-                swap_iterations: int = 25, easy_iterations: int = 15,
-                removal_iterations: int = 35, keep_fraction: float = 0.6) -> list[Split]:
-    """Candidate splits (easier, official, harder, class removal) -> ``levels`` of them."""
-    n_side = min(len(train), len(test))
-    per_iter = max(1, n_side // 50)  # the reference: 2 for CUB/Cars, ~1000 for SOP
-    hard = swap_splits(feats, train, test, swap_iterations, per_iter,
-                       history=min(5, max(1, n_side // 4)))
-    easy = swap_splits(feats, train, test, easy_iterations, per_iter,
-                       history=min(30, max(1, n_side // 2)), inverse=True)[1:]
-    removal = removal_splits(feats, max(hard, key=lambda s: s.fid), removal_iterations,
-                             per_iter, history=min(5, max(1, n_side // 4)),
-                             min_classes=max(2, math.ceil(keep_fraction * n_side)))
-    return select_levels(hard + easy + removal, levels)
+def _backbone(name: str, weights: str | None):
+    from umlbench.models.backbones import create_backbone
+
+    try:
+        return create_backbone(name, pretrained=True, weights=weights)
+    except UserError as exc:
+        if weights is not None or "could not load pretrained weights" not in str(exc):
+            raise
+        raise UserError(f"could not load the pretrained weights of {name!r} for the FID "
+                        "features (no model hub reachable?); download them elsewhere and pass "
+                        "`umlbench prepare-splits --weights FILE` (or pick another --backbone)"
+                        ) from None
 
 
-def _episodes(rng, images_by_class: dict[int, list[str]], classes: list[int]) -> dict:
-    """Fixed few-shot episodes: {shots: [{"support": [image ids], "query_classes": [...]}]}.
-
-    Support = ``shots`` random images of every test class that has more than ``shots``
-    images; the query set is every other image of those classes (ooDML's CUB/Cars episodes).
-    """
-    out = {}
-    for shots in SHOTS:
-        eps = []
-        for _ in range(EPISODES):
-            support, qc = [], []
-            for c in classes:
-                ids = images_by_class[c]
-                if len(ids) > shots:
-                    support += sorted(rng.choice(ids, shots, replace=False).tolist())
-                    qc.append(int(c))
-            eps.append({"support": support, "query_classes": qc})
-        out[str(shots)] = eps
-    return out
+def resolve_schedule(dataset: str, schedule: str | None, levels: int | None) -> str:
+    """``official`` where the dataset has an official table, else ``fid``; checks the
+    combination (an official table fixes the number of levels)."""
+    name = schedule or ("official" if dataset in OFFICIAL_SCHEDULES else "fid")
+    if name not in SCHEDULES:
+        raise UserError(f"unknown schedule {name!r}; known: {', '.join(SCHEDULES)}")
+    if name == "official":
+        if dataset not in OFFICIAL_SCHEDULES:
+            raise UserError(f"{dataset} has no official ooDML split table (only "
+                            f"{', '.join(OFFICIAL_SCHEDULES)}); use --schedule fid")
+        n = len(OFFICIAL_SCHEDULES[dataset].levels)
+        if levels is not None and levels != n:
+            raise UserError(f"the official {dataset} table has {n} levels; drop --levels or "
+                            "use --schedule fid")
+    return name
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+def prepare_splits(root: Path, dataset: str, *, levels: int | None = None,
+                   schedule: str | None = None, removal_rule: str = "official",
+                   backbone: str | None = None, weights: str | None = None,
+                   resize_ratio: float | None = None, seed: int = 0, device: str = "cpu",
+                   val_fraction: float = 0.255) -> Path:
+    """Build and write the split file of ``dataset``; returns its path.
 
-
-def prepare_splits(root: Path, dataset: str, *, levels: int = 8, backbone: str | None = None,
-                   weights: str | None = None, resize_ratio: float | None = None,
-                   seed: int = 0, device: str = "cpu", val_fraction: float = 0.255) -> Path:
-    """Build and write the split file of ``dataset``; returns its path."""
+    ``val_fraction``: share of a level's train classes held out as ``split_val`` (the
+    official Cars files hold 25 of 98)."""
     from umlbench.data.registry import DATASETS
-    from umlbench.models.backbones import MINI_BACKBONE, create_backbone
+    from umlbench.models.backbones import MINI_BACKBONE
 
+    sched = resolve_schedule(dataset, schedule, levels)
+    if removal_rule not in REMOVAL_RULES:
+        raise UserError(f"unknown removal rule {removal_rule!r}; known: "
+                        f"{', '.join(REMOVAL_RULES)}")
     prep = load_prepared(root, dataset)
     mini = DATASETS.get(dataset).suite == "mini"
     name = backbone or (MINI_BACKBONE if mini else DEFAULT_BACKBONE)
     ratio = resize_ratio if resize_ratio is not None else (1.0 if mini else 256 / 224)
-    labels, feats = class_features(prep, create_backbone(name, pretrained=True, weights=weights),
-                                   ratio, device=device)
+    labels, feats = class_features(prep, _backbone(name, weights), ratio, device=device)
     m = prep.manifest
     train_labels = set(m.loc[m[C.SPLIT] == C.TRAIN, C.LABEL])
     pos = {int(lab): i for i, lab in enumerate(labels)}
     train = [pos[c] for c in sorted(train_labels)]
     test = [i for i, lab in enumerate(labels) if int(lab) not in train_labels]
-    chosen = make_splits(feats, train, test, levels)
+    try:
+        if sched == "official":
+            chosen = official_splits(feats, train, test, OFFICIAL_SCHEDULES[dataset],
+                                     removal_rule)
+        else:
+            chosen = auto_splits(feats, train, test, levels or 8, removal_rule)
+    except ValueError as exc:
+        raise UserError(f"{dataset}: {exc}; try --schedule fid") from None
     names = m.groupby(C.LABEL)[C.CLASS_NAME].first()
     by_class = m.groupby(C.LABEL)[C.IMAGE_ID].apply(list).to_dict()
     rng = np.random.default_rng(seed)
     out_levels = []
     for i, s in enumerate(chosen, 1):
-        tr = [int(labels[c]) for c in s.train]
-        te = [int(labels[c]) for c in s.test]
+        tr = sorted(int(labels[c]) for c in s.train)
+        te = sorted(int(labels[c]) for c in s.test)
         perm = rng.permutation(tr).tolist()
-        n_val = max(1, int(round(len(tr) * val_fraction)))
+        n_val = max(1, round(len(tr) * val_fraction))
         out_levels.append({
-            "level": i, "key": s.key, "fid": s.fid, "train": sorted(tr), "test": sorted(te),
-            "train_names": [str(names[c]) for c in sorted(tr)],
-            "test_names": [str(names[c]) for c in sorted(te)],
+            "level": i, "key": s.key, "fid": s.fid, "train": tr, "test": te,
+            "train_names": [str(names[c]) for c in tr],
+            "test_names": [str(names[c]) for c in te],
             "split_train": sorted(perm[n_val:]), "split_val": sorted(perm[:n_val]),
-            "episodes": _episodes(rng, by_class, sorted(te)),
+            "episodes": make_episodes(rng, dataset, by_class, te),
         })
-    default = next((lv["level"] for lv in out_levels if lv["key"] == "0"), None)
-    path = split_path(root, dataset)
-    _write_json(path, {
-        "format": SPLIT_FORMAT, "version": SPLIT_VERSION, "dataset": dataset,
-        "backbone": name, "seed": seed, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "default_level": default, "source": "umlbench", "levels": out_levels,
-    })
-    return path
+    return write_splits(root, dataset, out_levels, backbone=name, seed=seed, source="umlbench",
+                        schedule=sched, removal_rule=removal_rule)
 
 
 def level_entry(splits: dict, level: int) -> dict:
@@ -195,8 +210,7 @@ def resolve_dataset(cfg: RunConfig) -> str:
 
 def build(cfg: RunConfig, root: Path) -> ProtocolData:
     """Train on a level's train classes (minus ``split_val`` with train.select=val), evaluate on
-    its test classes. In-shop items keep their query/gallery roles when they are test items;
-    every other test image is a leave-one-out query."""
+    its test classes, with one retrieval definition at every level (see ``eval_rows``)."""
     dataset = resolve_dataset(cfg)
     if cfg.protocol.level is None:
         raise UserError("protocol oodml needs --level (an integer, or 'all')")
@@ -209,10 +223,8 @@ def build(cfg: RunConfig, root: Path) -> ProtocolData:
     train = pd.DataFrame({"source": 0, "row": rows, "label": m[C.LABEL].to_numpy()[rows],
                           "dataset": dataset})
     train, n_classes = unify_train([train])
-    loo = (C.TRAIN, C.TEST)
-    test = eval_rows(0, prep, set(lv["test"]), leave_one_out_splits=loo)
-    val = eval_rows(0, prep, set(lv["split_val"]), leave_one_out_splits=loo) \
-        if cfg.train.select == "val" else None
+    test = eval_rows(prep, set(lv["test"]))
+    val = eval_rows(prep, set(lv["split_val"])) if cfg.train.select == "val" else None
     return ProtocolData(
         name="oodml", sources=[prep], train=train, test=test, val=val, num_classes=n_classes,
         info={"name": "oodml", "dataset": dataset, "level": lv["level"], "fid": lv["fid"],

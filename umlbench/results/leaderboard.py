@@ -3,16 +3,20 @@
 Rows are methods (``display_name``; reported reference rows are kept apart and marked), seeds
 are aggregated as mean, sample standard deviation and count. Columns are the suite's datasets,
 ``universal``, ``harmonic_mean`` (of the per-dataset metric, per run, then averaged) and the
-trainable parameters. For ooDML, columns are the shift levels plus the normalised AUC.
-Values in [0, 1] are shown in percent. The best mean of each column is bold.
+trainable parameters. For ooDML, columns are the shift levels plus the normalised AUC, and each
+dataset's block opens with a "FID (<dataset>)" row (also given as a note, for the terminal
+view): the train/test FID of every level as the split file gives it (for imported published
+splits, the published value). Values in [0, 1] are shown in percent. The best mean of each
+column is bold.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -20,7 +24,8 @@ import pandas as pd
 from umlbench.data.registry import SUITES
 from umlbench.errors import UserError
 
-__all__ = ["Board", "build_board", "render", "FORMATS", "COLUMN_TITLES"]
+__all__ = ["Board", "build_board", "build_paper_board", "paper_recall_ks", "render", "FORMATS",
+           "COLUMN_TITLES", "PAPER_RECALL_KS"]
 
 FORMATS = ("markdown", "latex", "csv", "html", "json")
 COLUMN_TITLES = {
@@ -30,6 +35,12 @@ COLUMN_TITLES = {
     "aircraft": "Aircraft",
 }
 REPORTED_MARK = " (reported)"
+# The Recall@K lists the literature reports per dataset (the PUMA paper's tables, like most DML
+# papers): SOP and In-shop have their own, every other dataset R@1/2/4/8. mini-<x> follows <x>.
+PAPER_RECALL_KS: dict[str, tuple[int, ...]] = {"sop": (1, 10, 100, 1000),
+                                               "inshop": (1, 10, 20, 30)}
+DEFAULT_RECALL_KS = (1, 2, 4, 8)
+_SUMMARIES = ("universal", "harmonic_mean", "arithmetic_mean")
 
 
 @dataclass
@@ -46,6 +57,10 @@ class Board:
     reported: pd.Series  # bool per row
     # Rows compared with each other (the dataset of an ooDML row); None = all rows.
     groups: pd.Series | None = None
+    # What a reader must know that the cells cannot say (e.g. a Recall@K the records lack).
+    notes: list[str] = field(default_factory=list)
+    # ooDML: group -> {column: train/test FID of that level}; None elsewhere.
+    fids: dict[str, dict[str, float]] | None = None
 
     @property
     def rows(self) -> list[str]:
@@ -53,6 +68,9 @@ class Board:
 
 
 def _title(key: str) -> str:
+    if "/" in key:  # paper view: "<scope>/<metric>"
+        scope, metric = key.split("/", 1)
+        return f"{_title(scope)} {_metric_short(metric)}"
     base = key.removeprefix("mini-")
     title = COLUMN_TITLES.get(base, COLUMN_TITLES.get(key, key))
     if key.startswith("mini-"):
@@ -81,6 +99,7 @@ def build_board(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None
     sel = sel[sel["status"].isin(["completed", "reported"])]
     if protocol in ("oodml", "fewshot"):
         return _level_board(sel, metric, dataset, sort)
+    all_scopes = set(sel["scope"].dropna())
     sel = sel[(sel["metric"] == metric) & sel["scope"].notna()]
     if sel.empty:
         raise UserError(f"no {protocol} results with metric {metric!r}"
@@ -99,7 +118,11 @@ def build_board(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None
     meta = sel.drop_duplicates("row").set_index("row")
     params = meta["trainable"].reindex(mean.index)
     reported = (meta["source"] == "reported").reindex(mean.index)
-    board = Board(metric, columns, mean, std, n, params, reported)
+    absent = [d for d in _dataset_order(pd.DataFrame({"scope": sorted(all_scopes)}))
+              if d not in columns]
+    notes = [f"{metric} is not in the records of {', '.join(absent)}; `--view paper` shows "
+             "each dataset's own Recall@K list"] if absent else []
+    board = Board(metric, columns, mean, std, n, params, reported, notes=notes)
     return _sorted(board, sort or ("harmonic_mean" if "harmonic_mean" in columns else None))
 
 
@@ -126,8 +149,17 @@ def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str 
     mean, std, n = grouped.mean(), grouped.std(ddof=1), grouped.size()
     meta = sel.drop_duplicates("row").set_index("row")
     groups = meta["dataset"].astype(str).reindex(mean.index)
+    fid = pd.to_numeric(sel["fid"], errors="coerce")
+    fids = {}
+    for d, part in sel.assign(fid=fid).groupby("dataset"):
+        per_level = part.groupby("col")["fid"].mean()
+        fids[str(d)] = {c: float(per_level[c]) for c in columns
+                        if c in per_level and not math.isnan(per_level[c])}
+    notes = [f"FID per level, {d}: " + " · ".join(f"{_title(c)} {v:.2f}" for c, v in f.items())
+             for d, f in fids.items() if f]
     board = Board(metric, columns, mean, std, n, meta["trainable"].reindex(mean.index),
-                  (meta["source"] == "reported").reindex(mean.index), groups)
+                  (meta["source"] == "reported").reindex(mean.index), groups, notes=notes,
+                  fids=fids)
     board = _sorted(board, sort or "auc")
     # Datasets in suite order, each a block of methods in the requested order: levels of
     # different datasets are different splits, so rows are compared only within a dataset.
@@ -150,22 +182,83 @@ def _sorted(board: Board, key: str | None) -> Board:
 
 
 def _reordered(board: Board, order: list[str]) -> Board:
-    return Board(board.metric, board.columns, board.mean.loc[order], board.std.loc[order],
-                 board.n.loc[order], board.params.loc[order], board.reported.loc[order],
-                 None if board.groups is None else board.groups.loc[order])
+    return dataclasses.replace(
+        board, mean=board.mean.loc[order], std=board.std.loc[order], n=board.n.loc[order],
+        params=board.params.loc[order], reported=board.reported.loc[order],
+        groups=None if board.groups is None else board.groups.loc[order])
+
+
+def paper_recall_ks(dataset: str) -> tuple[int, ...]:
+    """The Recall@K list papers report for ``dataset`` (``mini-<x>`` follows ``<x>``)."""
+    return PAPER_RECALL_KS.get(dataset.removeprefix("mini-"), DEFAULT_RECALL_KS)
+
+
+def build_paper_board(df: pd.DataFrame, *, suite: str | None = None, protocol: str = "uml",
+                      methods: list[str] | None = None, sort: str | None = None) -> Board:
+    """The paper's table layout: each dataset with its own Recall@K list
+    (:func:`paper_recall_ks`), then universal and harmonic mean at Recall@1.
+
+    Columns are ``"<scope>/recall@K"``. A K missing from some or all records (records written
+    before per-dataset K lists existed) is shown as "–" and named in ``notes``.
+    """
+    if protocol in ("oodml", "fewshot"):
+        raise UserError("--view paper lays out the uml protocol's per-dataset table; ooDML "
+                        "boards have one column per shift level")
+    base = build_board(df, "recall@1", suite=suite, protocol=protocol, methods=methods)
+    rows = base.rows
+    by_metric = {"recall@1": base}
+    columns, means, stds = [], {}, {}
+    missing: dict[str, list[str]] = {}
+    measured = ~base.reported.astype(bool)
+    for scope in base.columns:
+        ks = (1,) if scope in _SUMMARIES else paper_recall_ks(scope)
+        for k in ks:
+            metric = f"recall@{k}"
+            if metric not in by_metric:
+                try:
+                    by_metric[metric] = build_board(df, metric, suite=suite, protocol=protocol,
+                                                    methods=methods)
+                except UserError:
+                    by_metric[metric] = None  # no record has this K at all
+            src = by_metric[metric]
+            key = f"{scope}/{metric}"
+            columns.append(key)
+            has = src is not None and scope in src.columns
+            means[key] = src.mean[scope].reindex(rows) if has else pd.Series(math.nan, rows)
+            stds[key] = src.std[scope].reindex(rows) if has else pd.Series(math.nan, rows)
+            if means[key][measured].isna().any():
+                missing.setdefault(scope, []).append(f"R@{k}")
+    mean, std = pd.DataFrame(means, index=rows), pd.DataFrame(stds, index=rows)
+    notes = [f"{scope}: {', '.join(ks)} missing from some or all runs (shown as –); records "
+             "written before per-dataset Recall@K lists lack them, rerun to fill them"
+             for scope, ks in missing.items()]
+    board = dataclasses.replace(base, metric="paper", columns=columns, mean=mean, std=std,
+                                notes=base.notes + notes)
+    return _sorted(board, sort or ("harmonic_mean/recall@1" if "harmonic_mean/recall@1"
+                                   in columns else None))
 
 
 def _pct(v: float) -> float:
     return 100 * v
 
 
-def _cell(mean: float, std: float, n: int) -> str:
+def _metric_short(metric: str) -> str:
+    """``recall@10`` -> ``R@10``; other metrics unchanged."""
+    return "R@" + metric.split("@", 1)[1] if metric.startswith("recall@") else metric
+
+
+def _cell_parts(mean: float, std: float, n: int) -> tuple[str, str | None]:
+    """("82.39", "0.65") in percent; ("–", None) for a missing value; no std for one seed."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    text = f"{_pct(mean):.2f}"
-    if n > 1 and not math.isnan(std):
-        text += f" ± {_pct(std):.2f}"
-    return text
+        return "–", None
+    if n > 1 and std is not None and not math.isnan(std):
+        return f"{_pct(mean):.2f}", f"{_pct(std):.2f}"
+    return f"{_pct(mean):.2f}", None
+
+
+def _cell(mean: float, std: float, n: int) -> str:
+    text, sd = _cell_parts(mean, std, n)
+    return text if sd is None else f"{text} ± {sd}"
 
 
 def _params(v) -> str:
@@ -192,11 +285,32 @@ def _best(board: Board) -> dict[str, set[str]]:
     return best
 
 
+def _fid_row(board: Board, group: str) -> list[str]:
+    fids = (board.fids or {}).get(group, {})
+    cells = [f"{fids[c]:.2f}" if c in fids else "–" for c in board.columns]
+    return [f"FID ({group})", "–", *cells, "–"]
+
+
+def _fid_rows(board: Board) -> dict[str, list[str]]:
+    """Board row -> the FID row that opens its dataset's block (ooDML boards)."""
+    if not board.fids or board.groups is None:
+        return {}
+    out: dict[str, list[str]] = {}
+    for row in board.rows:
+        group = board.groups[row]
+        if group not in {board.groups[r] for r in out}:
+            out[row] = _fid_row(board, group)
+    return out
+
+
 def _grid(board: Board, bold) -> tuple[list[str], list[list[str]]]:
     best = _best(board)
     header = ["Method", "Seeds"] + [_title(c) for c in board.columns] + ["Trainable params"]
     body = []
+    fid_rows = _fid_rows(board)
     for row in board.rows:
+        if row in fid_rows:
+            body.append(fid_rows[row])
         n = int(board.n.get(row, 0))
         cells = [row, "–" if board.reported.get(row) else str(n)]
         for col in board.columns:
@@ -265,8 +379,10 @@ def to_json(board: Board) -> str:
                        for c in board.columns},
             "trainable_params": _num(board.params.get(row)),
         })
-    return json.dumps({"metric": board.metric, "columns": board.columns, "rows": rows},
-                      indent=2) + "\n"
+    out = {"metric": board.metric, "columns": board.columns, "rows": rows}
+    if board.fids:
+        out["fids"] = board.fids
+    return json.dumps(out, indent=2) + "\n"
 
 
 def _num(v):
@@ -279,17 +395,19 @@ def _num(v):
 _HTML = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>umlbench leaderboard</title>
 <style>
-body{{font-family:system-ui,sans-serif;margin:2em}} table{{border-collapse:collapse}}
-th,td{{padding:.35em .8em;border-bottom:1px solid #ddd;text-align:right}}
+body{{font-family:system-ui,sans-serif;margin:1.5em}} .scroll{{overflow-x:auto}}
+table{{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:.95em}}
+th,td{{padding:.35em .45em;border-bottom:1px solid #ddd;text-align:right}}
+td{{white-space:nowrap}} td:first-child{{white-space:normal;min-width:10em}}
 th:first-child,td:first-child{{text-align:left}} th{{cursor:pointer;background:#f4f4f4}}
 th.sorted-asc::after{{content:" \\25B2"}} th.sorted-desc::after{{content:" \\25BC"}}
-tr.reported td{{color:#666;font-style:italic}}
+.sd{{font-size:.78em;color:#777}} tr.reported td{{color:#666;font-style:italic}}
 </style></head><body>
 <h1>umlbench leaderboard</h1>
 <p>{caption}</p>
-<table id="board"><thead><tr>{head}</tr></thead><tbody>
+<div class="scroll"><table id="board"><thead><tr>{head}</tr></thead><tbody>
 {body}
-</tbody></table>
+</tbody></table></div>
 <script>
 document.querySelectorAll("#board th").forEach(function(th, col) {{
   th.addEventListener("click", function() {{
@@ -317,23 +435,43 @@ def _sort_value(v) -> str:
     return "" if v is None else str(v)
 
 
+def _html_cell(mean, std, n: int, best: bool) -> str:
+    """``<b>82.39</b><span class="sd"> ± 0.65</span>``: the std smaller, never on its own line."""
+    text, sd = _cell_parts(mean, std, n)
+    value = f"<b>{text}</b>" if best and text != "–" else text
+    return value if sd is None else f'{value}<span class="sd">&nbsp;±&nbsp;{sd}</span>'
+
+
 def to_html(board: Board) -> str:
-    header, body = _grid(board, lambda t: f"<b>{t}</b>")
+    header = ["Method", "Seeds"] + [_title(c) for c in board.columns] + ["Trainable params"]
+    best = _best(board)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     rows = []
-    for row, cells in zip(board.rows, body):
-        sort_vals = [row, str(int(board.n.get(row, 0)))]
-        sort_vals += [_sort_value(board.mean.at[row, c]) for c in board.columns]
-        sort_vals.append(_sort_value(board.params.get(row)))
-        tds = "".join(
-            f'<td data-v="{html.escape(v)}">{c if c.startswith("<b>") else html.escape(c)}</td>'
-            for v, c in zip(sort_vals, cells)
-        )
+    fid_rows = _fid_rows(board)
+    for row in board.rows:
+        if row in fid_rows:
+            tds = "".join(f'<td data-v="{html.escape(c)}">{html.escape(c)}</td>'
+                          for c in fid_rows[row])
+            rows.append(f'<tr class="fid">{tds}</tr>')
+        n = int(board.n.get(row, 0))
+        cells = [(row, html.escape(row)),
+                 (str(n), "–" if board.reported.get(row) else str(n))]
+        cells += [(_sort_value(board.mean.at[row, c]),
+                   _html_cell(board.mean.at[row, c], board.std.at[row, c], n,
+                              row in best[c])) for c in board.columns]
+        cells.append((_sort_value(board.params.get(row)), _params(board.params.get(row))))
+        tds = "".join(f'<td data-v="{html.escape(v)}">{c}</td>' for v, c in cells)
         cls = ' class="reported"' if board.reported.get(row) else ""
         rows.append(f"<tr{cls}>{tds}</tr>")
-    caption = (f"{html.escape(board.metric)} in percent, mean ± std over seeds; best per column "
-               "in bold; italic rows are reported elsewhere, not measured.")
+    caption = (f"{html.escape(_metric_caption(board))} in percent, mean ± std over seeds; best "
+               "per column in bold; italic rows are reported elsewhere, not measured.")
     return _HTML.format(caption=caption, head=head, body="\n".join(rows))
+
+
+def _metric_caption(board: Board) -> str:
+    if board.metric == "paper":
+        return "Recall@K (each dataset's K list as papers report it; universal and HM at R@1)"
+    return board.metric
 
 
 def render(board: Board, fmt: str) -> str:
@@ -342,16 +480,3 @@ def render(board: Board, fmt: str) -> str:
     if fmt not in renderers:
         raise UserError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     return renderers[fmt](board)
-
-
-def to_rich(board: Board):
-    """A rich Table for the terminal."""
-    from rich.table import Table
-
-    header, body = _grid(board, lambda t: f"[bold green]{t}[/]")
-    table = Table(title=f"umlbench leaderboard ({board.metric}, %)")
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for cells in body:
-        table.add_row(*cells)
-    return table

@@ -17,12 +17,11 @@ from torch import nn
 
 from umlbench.config import LossConfig
 from umlbench.errors import UserError
-from umlbench.registry import Registry
+from umlbench.train.registry import LOSSES
 
 __all__ = ["CurricularFace", "PMLLoss", "LOSSES", "LOSS_TITLES", "build_loss"]
 
 LossFactory = Callable[..., nn.Module]
-LOSSES: Registry[LossFactory] = Registry("loss", entry_point_group="umlbench.losses")
 
 
 class CurricularFace(nn.Module):

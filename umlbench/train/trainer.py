@@ -310,7 +310,9 @@ class Trainer:
         t = self.cfg.train
         out = {}
         if self.dist.is_main:
-            spec = MetricSpec.from_names([t.select_metric])
+            # "recall@1+map@1000" selects on the sum (ooDML's few-shot base model).
+            names = [n.strip() for n in t.select_metric.split("+")]
+            spec = MetricSpec.from_names(names)
             rows = self._select_rows
             if rows is None:
                 rows = data.val if t.select == "val" else data.test
@@ -318,7 +320,7 @@ class Trainer:
                 raise UserError("train.select=val needs a protocol with a validation split")
             res = method.evaluate(model, data, rows, self, metrics=spec)
             key = t.select_metric
-            score = res.universal[key]
+            score = sum(res.universal[n] for n in names)
             out = {f"{'val' if t.select == 'val' else 'test'}_universal_{key}": score,
                    f"{'val' if t.select == 'val' else 'test'}_harmonic_{key}":
                        res.summary["harmonic_mean"].get(key)}
