@@ -264,7 +264,8 @@ def run(method, suite, seed, config_file, overrides, loss, setting, protocol, da
         sets.append(f"protocol.dataset={dataset}")
     if shots is not None:
         sets.append(f"protocol.shots={shots}")
-    check_run_input(method, suite, config_file, sets, seed, level, data_root)
+    if not dry_run:  # a dry run needs no prepared data; build_config below validates the rest
+        check_run_input(method, suite, config_file, sets, seed, level, data_root)
     if nproc > 1 and "LOCAL_RANK" not in os.environ and not dry_run:
         _launch_torchrun(nproc)
         return
