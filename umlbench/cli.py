@@ -247,8 +247,11 @@ def info(data_root, suite):
               "is written).")
 @click.option("--nproc", type=_POSITIVE, default=1, show_default=True,
               help="Processes (GPUs) on this node; launches torchrun.")
+@click.option("--dry-run", "--print-config", "dry_run", is_flag=True,
+              help="Print the resolved config (YAML) and exit without training.")
 def run(method, suite, seed, config_file, overrides, loss, setting, protocol, dataset, level,
-        shots, device, data_root, results_dir, work_dir, resume, keep_checkpoints, nproc):
+        shots, device, data_root, results_dir, work_dir, resume, keep_checkpoints, nproc,
+        dry_run):
     """Train (if the method trains) and evaluate one method; writes a run record."""
     sets = list(overrides)
     if loss:
@@ -261,8 +264,9 @@ def run(method, suite, seed, config_file, overrides, loss, setting, protocol, da
         sets.append(f"protocol.dataset={dataset}")
     if shots is not None:
         sets.append(f"protocol.shots={shots}")
-    check_run_input(method, suite, config_file, sets, seed, level, data_root)
-    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+    if not dry_run:  # a dry run needs no prepared data; build_config below validates the rest
+        check_run_input(method, suite, config_file, sets, seed, level, data_root)
+    if nproc > 1 and "LOCAL_RANK" not in os.environ and not dry_run:
         _launch_torchrun(nproc)
         return
     from umlbench.runner import build_config, run as run_one
@@ -272,6 +276,13 @@ def run(method, suite, seed, config_file, overrides, loss, setting, protocol, da
         lv_sets = sets + ([f"protocol.level={lv}"] if lv is not None else [])
         cfg = build_config(method, suite, config_file, lv_sets, seed=seed, device=device,
                            data_root=data_root)
+        if dry_run:
+            from umlbench.config import render_config
+            from umlbench.runner import method_class
+
+            full_args = method_class(cfg.method)(cfg).config_dict()
+            click.echo(render_config(cfg, full_args), nl=False)
+            continue
         for record, path in run_one(cfg, results_dir=Path(results_dir) if results_dir else None,
                                     work_dir=Path(work_dir) if work_dir else None,
                                     resume=resume, console=console,

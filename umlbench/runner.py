@@ -213,7 +213,9 @@ def run(
             timings={"train_s": round(trainer.train_seconds, 2),
                      "eval_s": round(trainer.eval_seconds, 2),
                      "total_s": round(time.perf_counter() - t_start, 2)},
-            hardware=hardware(device, dist.world_size),
+            # Effective precisions (fp32 on CPU whatever train.amp / eval.precision request).
+            hardware={**hardware(device, dist.world_size),
+                      "precision": trainer.precision.as_dict()},
             packages=package_versions(),
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             identity=identity,
