@@ -273,8 +273,11 @@ def info(data_root, suite):
               "is written).")
 @click.option("--nproc", type=_POSITIVE, default=1, show_default=True,
               help="Processes (GPUs) on this node; launches torchrun.")
+@click.option("--dry-run", "--print-config", "dry_run", is_flag=True,
+              help="Print the resolved config (YAML) and exit without training.")
 def run(method, suite, seed, config_file, overrides, loss, setting, protocol, dataset, level,
-        shots, device, data_root, results_dir, work_dir, resume, keep_checkpoints, nproc):
+        shots, device, data_root, results_dir, work_dir, resume, keep_checkpoints, nproc,
+        dry_run):
     """Train (if the method trains) and evaluate one method; writes a run record."""
     sets = list(overrides)
     if loss:
@@ -287,8 +290,9 @@ def run(method, suite, seed, config_file, overrides, loss, setting, protocol, da
         sets.append(f"protocol.dataset={dataset}")
     if shots is not None:
         sets.append(f"protocol.shots={shots}")
-    check_run_input(method, suite, config_file, sets, seed, level, data_root)
-    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+    if not dry_run:  # a dry run needs no prepared data; build_config below validates the rest
+        check_run_input(method, suite, config_file, sets, seed, level, data_root)
+    if nproc > 1 and "LOCAL_RANK" not in os.environ and not dry_run:
         _launch_torchrun(nproc)
         return
     from umlbench.runner import build_config, run as run_one
@@ -298,6 +302,13 @@ def run(method, suite, seed, config_file, overrides, loss, setting, protocol, da
         lv_sets = sets + ([f"protocol.level={lv}"] if lv is not None else [])
         cfg = build_config(method, suite, config_file, lv_sets, seed=seed, device=device,
                            data_root=data_root)
+        if dry_run:
+            from umlbench.config import render_config
+            from umlbench.runner import method_class
+
+            full_args = method_class(cfg.method)(cfg).config_dict()
+            click.echo(render_config(cfg, full_args), nl=False)
+            continue
         for record, path in run_one(cfg, results_dir=Path(results_dir) if results_dir else None,
                                     work_dir=Path(work_dir) if work_dir else None,
                                     resume=resume, console=console,
@@ -522,13 +533,18 @@ _RESULTS_HELP = ("Folder of run records, searched recursively, with reported row
 @click.option("--results-dir", type=click.Path(file_okay=False), default=None,
               cls=PathHelpOption, help=_RESULTS_HELP)
 @click.option("--no-reference", is_flag=True, help="Hide reported (non-measured) rows.")
+@click.option("--group-by", "group_by", default="config,data", show_default=True,
+              help="What runs must share to be one row (comma-separated: config, data, code; "
+              "'name' pools every run of a display name).")
 def leaderboard(fmt, metric, view, show_std, suite, protocol, dataset, methods, sort, out_file,
-                results_dir, no_reference):
+                results_dir, no_reference, group_by):
     """Aggregate run records into a leaderboard table."""
+    from umlbench.results.grouping import parse_group_by
     from umlbench.results.leaderboard import build_board, build_paper_board, render
     from umlbench.results.terminal import to_rich
     from umlbench.results.store import load_store
 
+    grouping = parse_group_by(group_by)
     if out_file and fmt is None:
         fmt = _format_from_suffix(out_file)
         if fmt not in ("markdown", "latex", "csv", "html", "json"):
@@ -539,11 +555,12 @@ def leaderboard(fmt, metric, view, show_std, suite, protocol, dataset, methods, 
                     warn=lambda m: click.echo(f"warning: {m}", err=True))
     if view == "paper":
         board = build_paper_board(df, suite=suite, protocol=protocol,
-                                  methods=list(methods) or None, sort=sort)
+                                  methods=list(methods) or None, sort=sort, group_by=grouping)
     else:
         board = build_board(df, metric, suite=suite, protocol=protocol,
-                            methods=list(methods) or None, sort=sort, dataset=dataset)
-    for note in board.notes:
+                            methods=list(methods) or None, sort=sort, dataset=dataset,
+                            group_by=grouping)
+    for note in board.notes + board.footnotes:
         console.print(f"note: {note}", markup=False, highlight=False)
     if fmt is None:
         out.print(to_rich(board, width=out.width, std=show_std))
@@ -575,6 +592,7 @@ def leaderboard(fmt, metric, view, show_std, suite, protocol, dataset, methods, 
 @click.option("--no-reference", is_flag=True, help="Hide reported (non-measured) rows.")
 def plot(kind, metric, suite, dataset, methods, ablations, out_file, results_dir, no_reference):
     """Publication-quality figures from run records (PNG/SVG)."""
+    from umlbench.results.grouping import deduplicate, mixed_data
     from umlbench.results.plots import check_target, plot_kind
     from umlbench.results.store import load_store
 
@@ -582,10 +600,69 @@ def plot(kind, metric, suite, dataset, methods, ablations, out_file, results_dir
     df = load_store(Path(results_dir) if results_dir else paths.default_results_dir(),
                     include_reference=not no_reference,
                     warn=lambda m: click.echo(f"warning: {m}", err=True))
+    df, dropped = deduplicate(df)
+    if dropped:
+        console.print(f"note: {len(dropped)} duplicate record(s) set aside (same config, data "
+                      f"and seed as a newer one): {', '.join(dropped[:3])}"
+                      + (", …" if len(dropped) > 3 else ""), markup=False)
+    for name in mixed_data(df):
+        console.print(f"note: {name} pools runs of different data identities; "
+                      "`umlbench leaderboard` shows them apart", markup=False)
     written = plot_kind(df, kind, Path(out_file), metric=metric, suite=suite, dataset=dataset,
                         methods=list(methods) or None, ablations=ablations)
     for path in written:
         console.print(f"wrote {path}", markup=False, highlight=False)
+
+
+@cli.command()
+@click.argument("paths_", metavar="PATH...", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+def validate(paths_):
+    """Check run records (*.json) and reference rows (*.yaml, *.csv) against their schemas.
+
+    Prints one line per problem; exits with status 1 if there is any."""
+    from umlbench.results.validate import validate_paths
+
+    report = validate_paths(paths_)
+    for line in report.problems:
+        click.echo(line)
+    click.echo(f"{report.files} file(s) checked, {len(report.problems)} problem(s)", err=True)
+    if not report.ok:
+        click.get_current_context().exit(1)
+
+
+@cli.command()
+@click.argument("record", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data-root", type=click.Path(file_okay=False), default=None, cls=PathHelpOption,
+              help="Data root (default: $UMLBENCH_DATA or ~/.cache/umlbench; now {data}).")
+@click.option("--device", default=None, help="Override the record's device (auto, cpu, cuda).")
+@click.option("--results-dir", type=click.Path(file_okay=False), default=None,
+              cls=PathHelpOption,
+              help="The new record goes to DIR/<suite>/<run id>.json (default DIR: {results}).")
+def reproduce(record, data_root, device, results_dir):
+    """Rerun RECORD with its exact config and seed; print the metric differences.
+
+    Exits with status 1 when a metric differs from the original record."""
+    from umlbench.reproduce import reproduce as rerun
+
+    rep = rerun(record, data_root=data_root, device=device,
+                results_dir=Path(results_dir) if results_dir else None, console=console)
+    if rep.identical:
+        click.echo(f"identical: all {rep.compared} metrics equal the original; "
+                   f"record: {rep.path}")
+        return
+    rows = []
+    for key, was, now in rep.differences:
+        numbers = isinstance(was, (int, float)) and isinstance(now, (int, float))
+        rows.append([key, _num(was), _num(now), f"{now - was:+.6g}" if numbers else "–"])
+    out.print(plain_table(f"{len(rep.differences)} of {rep.compared} metrics differ",
+                          ["metric", "original", "reproduced", "difference"], rows))
+    click.echo(f"record: {rep.path}")
+    click.get_current_context().exit(1)
+
+
+def _num(v) -> str:
+    return "–" if v is None else f"{v:.6g}"
 
 
 def _format_from_suffix(path: str) -> str:

@@ -16,17 +16,18 @@ from rich.console import Console
 from umlbench import paths
 from umlbench.config import (SUITE_CONFIG_DIR, RunConfig, from_dict, load_yaml, merge,
                              parse_overrides, to_dict)
-from umlbench.env import git_commit, hardware, package_versions
+from umlbench.env import code_identity, hardware, package_versions
 from umlbench.errors import UserError
 from umlbench.methods import METHODS, DataInfo, Method
 from umlbench.protocols.base import (PROTOCOLS, ProtocolData, check_protocol_config,
                                      protocol_defaults)
+from umlbench.results.identity import config_identity, data_identity, rows_sha256
 from umlbench.results.record import RunRecord, new_run_id, write_record
 from umlbench.train.distributed import DistInfo, barrier, init_distributed
 from umlbench.train.trainer import Trainer, TrainingFailed, resolve_device, seed_everything
 
 __all__ = ["build_config", "run", "method_class", "load_protocol", "run_prefix",
-           "remove_checkpoints"]
+           "remove_checkpoints", "run_identity", "protocol_data_identity"]
 
 
 def method_class(name: str) -> type[Method]:
@@ -123,6 +124,32 @@ def config_hash(cfg: RunConfig) -> str:
     return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:8]
 
 
+def protocol_data_identity(data: ProtocolData) -> dict:
+    """``identity.data`` of the datasets (and split files) ``data`` reads."""
+    # A prepared dataset that names its image source itself (Prepared.image_source) is
+    # believed; older ones are described from their READY marker.
+    return data_identity(((p.name, p.ready, _rows_hash(p), getattr(p, "image_source", None),
+                           getattr(p, "image_size", None)) for p in data.sources),
+                         data.split_files)
+
+
+_ROWS_HASHES: dict[tuple[str, str], str] = {}
+
+
+def _rows_hash(prep) -> str:
+    # Cached per prepared copy (its path and manifest file hash): sweeps ask many times.
+    key = (str(prep.path), str((prep.ready.get("sha256") or {}).get("manifest.parquet")))
+    if key not in _ROWS_HASHES:
+        _ROWS_HASHES[key] = rows_sha256(prep.manifest)
+    return _ROWS_HASHES[key]
+
+
+def run_identity(cfg: RunConfig, data: ProtocolData) -> dict:
+    """The ``identity`` block of the records of a run (results/identity.py)."""
+    return {"config": config_identity(to_dict(cfg)), "data": protocol_data_identity(data),
+            "code": code_identity()}
+
+
 def run(
     cfg: RunConfig,
     *,
@@ -151,6 +178,7 @@ def run(
     method = cls(cfg)
     root = paths.data_root(cfg.data_root)
     data = data or load_protocol(cfg, root)
+    identity = run_identity(cfg, data)  # before training: what the run starts from
     info = DataInfo(num_classes=data.num_classes, datasets=tuple(data.datasets),
                     class_dataset=data.class_dataset() if data.num_classes else np.zeros(0),
                     suite=cfg.suite)
@@ -192,10 +220,12 @@ def run(
             timings={"train_s": round(trainer.train_seconds, 2),
                      "eval_s": round(trainer.eval_seconds, 2),
                      "total_s": round(time.perf_counter() - t_start, 2)},
-            hardware=hardware(device, dist.world_size),
+            # Effective precisions (fp32 on CPU whatever train.amp / eval.precision request).
+            hardware={**hardware(device, dist.world_size),
+                      "precision": trainer.precision.as_dict()},
             packages=package_versions(),
-            git_commit=git_commit(),
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            identity=identity,
             history=trainer.state.history,
             error=error,
         )

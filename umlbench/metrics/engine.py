@@ -106,7 +106,7 @@ class EvalResult:
         return asdict(self)
 
 
-def _validate(emb, labels, datasets, is_query, is_gallery) -> None:
+def _validate(emb, labels, datasets, is_query, is_gallery, normalize=True) -> None:
     n = emb.shape[0] if emb.ndim == 2 else -1
     if emb.ndim != 2 or n == 0:
         raise UserError(f"embeddings must be a non-empty (N, D) array, got shape {emb.shape}")
@@ -117,7 +117,7 @@ def _validate(emb, labels, datasets, is_query, is_gallery) -> None:
     if not np.isfinite(emb).all():
         bad = int((~np.isfinite(emb).all(axis=1)).sum())
         raise UserError(f"embeddings contain NaN or inf in {bad} rows")
-    if (np.linalg.norm(emb, axis=1) == 0).any():
+    if normalize and (np.linalg.norm(emb, axis=1) == 0).any():
         raise UserError("embeddings contain all-zero rows (cosine similarity is undefined)")
     if not is_query.any() or not is_gallery.any():
         raise UserError("need at least one query row and one gallery row")
@@ -182,11 +182,14 @@ def evaluate(
     chunk_size: int | None = None,
     seed: int = 1234,
     progress: Callable[[int, int], None] | None = None,
+    normalize: bool = True,
 ) -> EvalResult:
     """Score embeddings per dataset and universally.
 
     Args:
-        embeddings: (N, D) float; L2-normalised here (cosine similarity).
+        embeddings: (N, D) float; L2-normalised here (cosine similarity) unless ``normalize``
+            is False, which ranks by the raw dot product (the official PUMA scoring of
+            un-normalised embeddings: ensembles of dataset-specific models, Poincare-ball points).
         labels: (N,) int, class label inside each dataset.
         datasets: (N,) str, dataset name per row.
         is_query, is_gallery: (N,) bool; default all True (leave-one-out).
@@ -200,9 +203,10 @@ def evaluate(
     n = emb.shape[0] if emb.ndim == 2 else 0
     is_query = np.ones(n, bool) if is_query is None else np.asarray(is_query, bool)
     is_gallery = np.ones(n, bool) if is_gallery is None else np.asarray(is_gallery, bool)
-    _validate(emb, labels, datasets, is_query, is_gallery)
+    _validate(emb, labels, datasets, is_query, is_gallery, normalize)
     x = emb.astype(np.float32, copy=True)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    if normalize:
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
 
     ds_code, ds_names = pd.factorize(datasets)  # datasets in order of first appearance
     # A class is the pair (dataset, label): factorise the pairs into one integer id.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from umlbench import const as C
@@ -34,6 +35,8 @@ class ProtocolData:
     val: pd.DataFrame | None = None
     num_classes: int = 0
     info: dict = field(default_factory=dict)
+    # Split files read (dataset -> path): their SHA-256 goes into the records' data identity.
+    split_files: dict[str, Path] = field(default_factory=dict)
 
     @property
     def datasets(self) -> list[str]:
