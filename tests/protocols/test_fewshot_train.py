@@ -72,6 +72,14 @@ def test_quirks_are_switches():
     assert _cfg("uml", 4, "loss.name=curricularface").loss.args == {}
 
 
+def test_fewshot_train_options_are_not_silently_ignored_elsewhere():
+    with pytest.raises(UserError, match="protocol.exclude_train applies to --protocol "
+                                        "fewshot-train, not 'uml'"):
+        build_config("puma", "mini", overrides=["protocol.exclude_train=[mini-cub]"])
+    with pytest.raises(UserError, match="protocol.subsets must be auto, official or seeded"):
+        _cfg("mini", 2, "protocol.subsets=published")
+
+
 def test_mini_keeps_its_budget_and_runs_the_same_recipe():
     cfg = _cfg("mini", 2)
     assert cfg.loss.name == "proxy_anchor" and cfg.method_args["prompt_length"] == 2
