@@ -46,13 +46,18 @@ def cli() -> None:
 @click.option("--source", default=None,
               help="URL, archive or extracted folder to use instead of the official download.")
 @click.option("--image-size", type=click.IntRange(min=8), default=None,
-              help="mini: image side (default 32); real datasets: cached shorter side (256).")
+              help="mini: image side (default 32); real datasets: the resized cache's shorter "
+                   "side (default 256; implies --cache resized).")
 @click.option("--seed", type=_SEED, default=0, show_default=True, help="mini generator seed.")
 @click.option("--workers", type=_POSITIVE, default=min(8, os.cpu_count() or 1),
               show_default=True)
+@click.option("--cache", "image_source", type=click.Choice(["packed", "resized"]), default=None,
+              help="Real datasets: packed (default; the original files in one indexed file, "
+                   "full resolution) or resized (decoded uint8 pixels, faster, blurrier crops).")
 @click.option("--no-cache", is_flag=True, help="Keep reading the original JPEGs (no cache).")
 @click.option("--force", is_flag=True, help="Rebuild datasets that are already prepared.")
-def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, no_cache, force):
+def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, image_source,
+                 no_cache, force):
     """Prepare a suite or datasets (default: the offline `mini` suite)."""
     from umlbench.data.prepare import check_prepare_args, prepare
     from umlbench.data.registry import DATASETS, suite_datasets
@@ -65,6 +70,11 @@ def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, 
     check_prepare_args(seed=seed, image_size=image_size, workers=workers)
     if source and len(names) != 1:
         raise UserError("--source applies to one dataset; add --dataset NAME")
+    if no_cache and image_source:
+        raise UserError("give either --cache or --no-cache, not both")
+    if (no_cache or image_source) and any(DATASETS.get(n).generated for n in names):
+        raise UserError("--cache/--no-cache apply to real datasets; the mini suite's generated "
+                        "images are always stored as uint8 pixels")
     root = paths.data_root(data_root)
     console.print(f"data root: {root}")
 
@@ -73,14 +83,15 @@ def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, 
                            for s, c in report.counts.items())
         verb = "already prepared" if report.status == "skipped" else \
             f"prepared in {report.seconds:.1f}s"
-        console.print(f"  {report.name}: {verb} ({counts})")
+        console.print(f"  {report.name}: {verb} ({counts}; images {report.images})")
 
     prepare(names, root, seed=seed, image_size=image_size, source=source, workers=workers,
-            cache=not no_cache, force=force, on_done=done)
+            image_source="files" if no_cache else image_source, force=force, on_done=done)
 
 
 @cli.command("prepare-splits")
-@click.option("--protocol", type=click.Choice(["oodml"]), default="oodml", show_default=True)
+@click.option("--protocol", type=click.Choice(["oodml", "fewshot-train"]), default="oodml",
+              show_default=True)
 @click.option("--dataset", "datasets", multiple=True, help="Datasets (default: the suite's).")
 @click.option("--suite", default="mini", show_default=True)
 @click.option("--schedule", type=click.Choice(["official", "fid"]), default=None,
@@ -95,8 +106,9 @@ def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, 
               help="Feature backbone for the FID (default: resnet50.tv_in1k; mini: its ViT).")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="Local weights for --backbone (machines without a model hub).")
-@click.option("--import", "import_file", type=click.Path(dir_okay=False), default=None,
-              help="Import a published ooDML split pickle instead of building splits.")
+@click.option("--import", "import_file", type=click.Path(), default=None,
+              help="Import a published ooDML split pickle instead of building splits; "
+                   "fewshot-train: the official few_shot/ folder of PUMA's K-shot subsets.")
 @click.option("--source", type=click.Path(file_okay=False), default=None,
               help="--import cars: folder with the devkit's cars_train_annos.mat and "
               "cars_test_annos_withlabels.mat (the pickle names devkit images).")
@@ -111,14 +123,28 @@ def prepare_splits(protocol, datasets, suite, schedule, levels, removal_rule, ba
     names = list(datasets) or list(suite_datasets(suite))
     for n in names:
         DATASETS.check(n)
+    root = paths.data_root(data_root)
+    if protocol == "fewshot-train":
+        from umlbench.protocols.fewshot_subsets import import_subsets
+
+        if not import_file:
+            raise UserError("--protocol fewshot-train imports the official subsets: "
+                            "add --import DIR (the official few_shot/ folder)")
+        for res in import_subsets(Path(import_file), root, list(datasets) or None):
+            note = (f"; {res['checkpoint_copies']} Jupyter checkpoint copies mapped to their "
+                    "originals" if res["checkpoint_copies"] else "")
+            console.print(f"  {res['dataset']} {res['shots']}-shot: {res['images']} images "
+                          f"({res['distinct']} distinct{note}) -> {res['path']}")
+        return
     from umlbench.protocols.oodml import load_splits, prepare_splits as build_splits
 
-    root = paths.data_root(data_root)
     if import_file:
         from umlbench.protocols.oodml_import import import_reference_splits
 
         if len(names) != 1:
             raise UserError("--import applies to one dataset; add --dataset NAME")
+        if Path(import_file).is_dir():
+            raise UserError(f"--import {import_file}: ooDML splits are one .pkl file, not a folder")
         written = [import_reference_splits(Path(import_file), root, names[0],
                                            Path(source) if source else None)]
     else:

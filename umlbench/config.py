@@ -139,6 +139,12 @@ class ProtocolConfig:
     episodes: int = 10  # fewshot: episodes per shot count (at most the split file's)
     finetune_iterations: int = 0  # fewshot: adaptation steps; 0 = ooDML's (1000 / 1500)
     finetune_lr: float = 0.0  # fewshot: Adam lr of the adaptation; 0 = 10 x train.lr (ooDML)
+    # fewshot-train: the K-shot subsets: official (imported pickles) | seeded | auto (official
+    # where imported, else seeded)
+    subsets: str = "auto"
+    # fewshot-train: datasets evaluated but not trained on (the official few-shot code adds no
+    # Aircraft images)
+    exclude_train: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

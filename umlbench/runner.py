@@ -70,9 +70,11 @@ def build_config(
         protocol = (layer.get("protocol") or {}).get("name", protocol)
         shots = (layer.get("protocol") or {}).get("shots", shots)
     if protocol:
-        pfile = Path(inspect.getfile(cls)).parent / "configs" / "protocol" / f"{protocol}.yaml"
-        if pfile.exists():
-            layers.append((str(pfile), load_yaml(pfile)))
+        # The method's protocol config, then its overlay for this suite (e.g. mini's scale).
+        pdir = Path(inspect.getfile(cls)).parent / "configs" / "protocol"
+        for pfile in (pdir / f"{protocol}.yaml", pdir / suite / f"{protocol}.yaml"):
+            if pfile.exists():
+                layers.append((str(pfile), load_yaml(pfile)))
         layers.append((f"protocol {protocol}", protocol_defaults(protocol, shots)))
     if loss_name:
         lfile = Path(inspect.getfile(cls)).parent / "configs" / "loss" / f"{loss_name}.yaml"
@@ -85,6 +87,11 @@ def build_config(
         # Validate each layer on its own so an unknown key names the file it came from.
         probe = merge({"method": method}, {k: v for k, v in layer.items() if k != "method_args"})
         from_dict(RunConfig, probe, source=source)
+        loss = (layer.get("loss") or {}).get("name")
+        if loss and loss != (merged.get("loss") or {}).get("name"):
+            # A layer that names another loss starts from that loss's own defaults: arguments
+            # of the previous loss (CurricularFace's scale) would not fit it.
+            merged = {**merged, "loss": {}}
         merged = merge(merged, layer)
     merged["method"] = method
     cfg = from_dict(RunConfig, merged, source="config")
