@@ -25,7 +25,8 @@ class EmbeddingNet(nn.Module):
         embedding_dim: output size of a Linear head; None keeps the backbone feature.
         frozen: freeze the backbone and keep its norm layers in eval mode.
         to_ball: optional module mapping embeddings onto the Poincare ball (Hyp baseline);
-            then the output is not L2-normalised (evaluation is cosine either way).
+            then the output is not L2-normalised (the official scoring ranks ball points by
+            their raw dot product; see ``baselines/finetune``).
     """
 
     def __init__(self, backbone: nn.Module, embedding_dim: int | None = 128, frozen: bool = False,

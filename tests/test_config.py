@@ -59,3 +59,35 @@ def test_yaml_exponent_without_dot_is_a_float():
     assert cfg.train.lr == 1e-4 and cfg.train.weight_decay == 2.0
     with pytest.raises(UserError, match="train.lr must be a number"):
         build_config("puma", "mini", overrides=["train.lr=fast"])
+
+
+def test_dry_run_prints_the_resolved_config_and_trains_nothing(tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from umlbench.cli import cli
+    from umlbench.config import to_dict
+
+    res = CliRunner().invoke(cli, ["run", "--method", "puma", "--suite", "uml", "--dry-run",
+                                   "--results-dir", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    assert "# evaluates after epochs (official rule): 21, 41, 61, 81" in res.output
+    printed = yaml.safe_load(res.output)
+    full = to_dict(build_config("puma", "uml"))
+    # Every method argument is shown, defaults included (adapter scale, penalty weight, ...).
+    assert printed["method_args"] == {**full["method_args"], "adapter_scale": 0.1,
+                                      "use_adapters": True, "use_prompts": True,
+                                      "ortho_scale": 1e-6, "variant": ""}
+    assert {k: v for k, v in printed.items() if k != "method_args"} == {
+        k: v for k, v in full.items() if k != "method_args"}
+    t = printed["train"]
+    # The official PUMA command's values, as a user diffing against it would read them.
+    assert (t["epochs"], t["batch_size"], t["lr"], t["scheduler"], t["step_epochs"]) == (
+        100, 180, 1e-4, "step", 20)
+    assert (t["amp"], t["reshuffle"], t["eval_every"], t["eval_rule"]) == (
+        "fp16", False, 20, "official")
+    assert printed["eval"]["precision"] == "fp32"
+    assert not (tmp_path / "r").exists()
+    alias = CliRunner().invoke(cli, ["run", "--method", "puma", "--suite", "uml",
+                                     "--print-config"])
+    assert alias.output == res.output

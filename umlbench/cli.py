@@ -46,13 +46,18 @@ def cli() -> None:
 @click.option("--source", default=None,
               help="URL, archive or extracted folder to use instead of the official download.")
 @click.option("--image-size", type=click.IntRange(min=8), default=None,
-              help="mini: image side (default 32); real datasets: cached shorter side (256).")
+              help="mini: image side (default 32); real datasets: the resized cache's shorter "
+                   "side (default 256; implies --cache resized).")
 @click.option("--seed", type=_SEED, default=0, show_default=True, help="mini generator seed.")
 @click.option("--workers", type=_POSITIVE, default=min(8, os.cpu_count() or 1),
               show_default=True)
+@click.option("--cache", "image_source", type=click.Choice(["packed", "resized"]), default=None,
+              help="Real datasets: packed (default; the original files in one indexed file, "
+                   "full resolution) or resized (decoded uint8 pixels, faster, blurrier crops).")
 @click.option("--no-cache", is_flag=True, help="Keep reading the original JPEGs (no cache).")
 @click.option("--force", is_flag=True, help="Rebuild datasets that are already prepared.")
-def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, no_cache, force):
+def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, image_source,
+                 no_cache, force):
     """Prepare a suite or datasets (default: the offline `mini` suite)."""
     from umlbench.data.prepare import check_prepare_args, prepare
     from umlbench.data.registry import DATASETS, suite_datasets
@@ -65,6 +70,11 @@ def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, 
     check_prepare_args(seed=seed, image_size=image_size, workers=workers)
     if source and len(names) != 1:
         raise UserError("--source applies to one dataset; add --dataset NAME")
+    if no_cache and image_source:
+        raise UserError("give either --cache or --no-cache, not both")
+    if (no_cache or image_source) and any(DATASETS.get(n).generated for n in names):
+        raise UserError("--cache/--no-cache apply to real datasets; the mini suite's generated "
+                        "images are always stored as uint8 pixels")
     root = paths.data_root(data_root)
     console.print(f"data root: {root}")
 
@@ -73,14 +83,15 @@ def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, 
                            for s, c in report.counts.items())
         verb = "already prepared" if report.status == "skipped" else \
             f"prepared in {report.seconds:.1f}s"
-        console.print(f"  {report.name}: {verb} ({counts})")
+        console.print(f"  {report.name}: {verb} ({counts}; images {report.images})")
 
     prepare(names, root, seed=seed, image_size=image_size, source=source, workers=workers,
-            cache=not no_cache, force=force, on_done=done)
+            image_source="files" if no_cache else image_source, force=force, on_done=done)
 
 
 @cli.command("prepare-splits")
-@click.option("--protocol", type=click.Choice(["oodml"]), default="oodml", show_default=True)
+@click.option("--protocol", type=click.Choice(["oodml", "fewshot-train"]), default="oodml",
+              show_default=True)
 @click.option("--dataset", "datasets", multiple=True, help="Datasets (default: the suite's).")
 @click.option("--suite", default="mini", show_default=True)
 @click.option("--schedule", type=click.Choice(["official", "fid"]), default=None,
@@ -95,8 +106,9 @@ def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, 
               help="Feature backbone for the FID (default: resnet50.tv_in1k; mini: its ViT).")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="Local weights for --backbone (machines without a model hub).")
-@click.option("--import", "import_file", type=click.Path(dir_okay=False), default=None,
-              help="Import a published ooDML split pickle instead of building splits.")
+@click.option("--import", "import_file", type=click.Path(), default=None,
+              help="Import a published ooDML split pickle instead of building splits; "
+                   "fewshot-train: the official few_shot/ folder of PUMA's K-shot subsets.")
 @click.option("--source", type=click.Path(file_okay=False), default=None,
               help="--import cars: folder with the devkit's cars_train_annos.mat and "
               "cars_test_annos_withlabels.mat (the pickle names devkit images).")
@@ -111,14 +123,28 @@ def prepare_splits(protocol, datasets, suite, schedule, levels, removal_rule, ba
     names = list(datasets) or list(suite_datasets(suite))
     for n in names:
         DATASETS.check(n)
+    root = paths.data_root(data_root)
+    if protocol == "fewshot-train":
+        from umlbench.protocols.fewshot_subsets import import_subsets
+
+        if not import_file:
+            raise UserError("--protocol fewshot-train imports the official subsets: "
+                            "add --import DIR (the official few_shot/ folder)")
+        for res in import_subsets(Path(import_file), root, list(datasets) or None):
+            note = (f"; {res['checkpoint_copies']} Jupyter checkpoint copies mapped to their "
+                    "originals" if res["checkpoint_copies"] else "")
+            console.print(f"  {res['dataset']} {res['shots']}-shot: {res['images']} images "
+                          f"({res['distinct']} distinct{note}) -> {res['path']}")
+        return
     from umlbench.protocols.oodml import load_splits, prepare_splits as build_splits
 
-    root = paths.data_root(data_root)
     if import_file:
         from umlbench.protocols.oodml_import import import_reference_splits
 
         if len(names) != 1:
             raise UserError("--import applies to one dataset; add --dataset NAME")
+        if Path(import_file).is_dir():
+            raise UserError(f"--import {import_file}: ooDML splits are one .pkl file, not a folder")
         written = [import_reference_splits(Path(import_file), root, names[0],
                                            Path(source) if source else None)]
     else:
@@ -247,8 +273,11 @@ def info(data_root, suite):
               "is written).")
 @click.option("--nproc", type=_POSITIVE, default=1, show_default=True,
               help="Processes (GPUs) on this node; launches torchrun.")
+@click.option("--dry-run", "--print-config", "dry_run", is_flag=True,
+              help="Print the resolved config (YAML) and exit without training.")
 def run(method, suite, seed, config_file, overrides, loss, setting, protocol, dataset, level,
-        shots, device, data_root, results_dir, work_dir, resume, keep_checkpoints, nproc):
+        shots, device, data_root, results_dir, work_dir, resume, keep_checkpoints, nproc,
+        dry_run):
     """Train (if the method trains) and evaluate one method; writes a run record."""
     sets = list(overrides)
     if loss:
@@ -261,8 +290,9 @@ def run(method, suite, seed, config_file, overrides, loss, setting, protocol, da
         sets.append(f"protocol.dataset={dataset}")
     if shots is not None:
         sets.append(f"protocol.shots={shots}")
-    check_run_input(method, suite, config_file, sets, seed, level, data_root)
-    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+    if not dry_run:  # a dry run needs no prepared data; build_config below validates the rest
+        check_run_input(method, suite, config_file, sets, seed, level, data_root)
+    if nproc > 1 and "LOCAL_RANK" not in os.environ and not dry_run:
         _launch_torchrun(nproc)
         return
     from umlbench.runner import build_config, run as run_one
@@ -272,6 +302,13 @@ def run(method, suite, seed, config_file, overrides, loss, setting, protocol, da
         lv_sets = sets + ([f"protocol.level={lv}"] if lv is not None else [])
         cfg = build_config(method, suite, config_file, lv_sets, seed=seed, device=device,
                            data_root=data_root)
+        if dry_run:
+            from umlbench.config import render_config
+            from umlbench.runner import method_class
+
+            full_args = method_class(cfg.method)(cfg).config_dict()
+            click.echo(render_config(cfg, full_args), nl=False)
+            continue
         for record, path in run_one(cfg, results_dir=Path(results_dir) if results_dir else None,
                                     work_dir=Path(work_dir) if work_dir else None,
                                     resume=resume, console=console,
@@ -497,13 +534,18 @@ _RESULTS_HELP = ("Folder of run records, searched recursively, with reported row
 @click.option("--results-dir", type=click.Path(file_okay=False), default=None,
               cls=PathHelpOption, help=_RESULTS_HELP)
 @click.option("--no-reference", is_flag=True, help="Hide reported (non-measured) rows.")
+@click.option("--group-by", "group_by", default="config,data", show_default=True,
+              help="What runs must share to be one row (comma-separated: config, data, code; "
+              "'name' pools every run of a display name).")
 def leaderboard(fmt, metric, view, show_std, suite, protocol, dataset, methods, sort, out_file,
-                results_dir, no_reference):
+                results_dir, no_reference, group_by):
     """Aggregate run records into a leaderboard table."""
+    from umlbench.results.grouping import parse_group_by
     from umlbench.results.leaderboard import build_board, build_paper_board, render
     from umlbench.results.terminal import to_rich
     from umlbench.results.store import load_store
 
+    grouping = parse_group_by(group_by)
     if out_file and fmt is None:
         fmt = _format_from_suffix(out_file)
         if fmt not in ("markdown", "latex", "csv", "html", "json"):
@@ -514,11 +556,12 @@ def leaderboard(fmt, metric, view, show_std, suite, protocol, dataset, methods, 
                     warn=lambda m: click.echo(f"warning: {m}", err=True))
     if view == "paper":
         board = build_paper_board(df, suite=suite, protocol=protocol,
-                                  methods=list(methods) or None, sort=sort)
+                                  methods=list(methods) or None, sort=sort, group_by=grouping)
     else:
         board = build_board(df, metric, suite=suite, protocol=protocol,
-                            methods=list(methods) or None, sort=sort, dataset=dataset)
-    for note in board.notes:
+                            methods=list(methods) or None, sort=sort, dataset=dataset,
+                            group_by=grouping)
+    for note in board.notes + board.footnotes:
         console.print(f"note: {note}", markup=False, highlight=False)
     if fmt is None:
         out.print(to_rich(board, width=out.width, std=show_std))
@@ -550,6 +593,7 @@ def leaderboard(fmt, metric, view, show_std, suite, protocol, dataset, methods, 
 @click.option("--no-reference", is_flag=True, help="Hide reported (non-measured) rows.")
 def plot(kind, metric, suite, dataset, methods, ablations, out_file, results_dir, no_reference):
     """Publication-quality figures from run records (PNG/SVG)."""
+    from umlbench.results.grouping import deduplicate, mixed_data
     from umlbench.results.plots import check_target, plot_kind
     from umlbench.results.store import load_store
 
@@ -557,10 +601,69 @@ def plot(kind, metric, suite, dataset, methods, ablations, out_file, results_dir
     df = load_store(Path(results_dir) if results_dir else paths.default_results_dir(),
                     include_reference=not no_reference,
                     warn=lambda m: click.echo(f"warning: {m}", err=True))
+    df, dropped = deduplicate(df)
+    if dropped:
+        console.print(f"note: {len(dropped)} duplicate record(s) set aside (same config, data "
+                      f"and seed as a newer one): {', '.join(dropped[:3])}"
+                      + (", …" if len(dropped) > 3 else ""), markup=False)
+    for name in mixed_data(df):
+        console.print(f"note: {name} pools runs of different data identities; "
+                      "`umlbench leaderboard` shows them apart", markup=False)
     written = plot_kind(df, kind, Path(out_file), metric=metric, suite=suite, dataset=dataset,
                         methods=list(methods) or None, ablations=ablations)
     for path in written:
         console.print(f"wrote {path}", markup=False, highlight=False)
+
+
+@cli.command()
+@click.argument("paths_", metavar="PATH...", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+def validate(paths_):
+    """Check run records (*.json) and reference rows (*.yaml, *.csv) against their schemas.
+
+    Prints one line per problem; exits with status 1 if there is any."""
+    from umlbench.results.validate import validate_paths
+
+    report = validate_paths(paths_)
+    for line in report.problems:
+        click.echo(line)
+    click.echo(f"{report.files} file(s) checked, {len(report.problems)} problem(s)", err=True)
+    if not report.ok:
+        click.get_current_context().exit(1)
+
+
+@cli.command()
+@click.argument("record", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data-root", type=click.Path(file_okay=False), default=None, cls=PathHelpOption,
+              help="Data root (default: $UMLBENCH_DATA or ~/.cache/umlbench; now {data}).")
+@click.option("--device", default=None, help="Override the record's device (auto, cpu, cuda).")
+@click.option("--results-dir", type=click.Path(file_okay=False), default=None,
+              cls=PathHelpOption,
+              help="The new record goes to DIR/<suite>/<run id>.json (default DIR: {results}).")
+def reproduce(record, data_root, device, results_dir):
+    """Rerun RECORD with its exact config and seed; print the metric differences.
+
+    Exits with status 1 when a metric differs from the original record."""
+    from umlbench.reproduce import reproduce as rerun
+
+    rep = rerun(record, data_root=data_root, device=device,
+                results_dir=Path(results_dir) if results_dir else None, console=console)
+    if rep.identical:
+        click.echo(f"identical: all {rep.compared} metrics equal the original; "
+                   f"record: {rep.path}")
+        return
+    rows = []
+    for key, was, now in rep.differences:
+        numbers = isinstance(was, (int, float)) and isinstance(now, (int, float))
+        rows.append([key, _num(was), _num(now), f"{now - was:+.6g}" if numbers else "–"])
+    out.print(plain_table(f"{len(rep.differences)} of {rep.compared} metrics differ",
+                          ["metric", "original", "reproduced", "difference"], rows))
+    click.echo(f"record: {rep.path}")
+    click.get_current_context().exit(1)
+
+
+def _num(v) -> str:
+    return "–" if v is None else f"{v:.6g}"
 
 
 def _format_from_suffix(path: str) -> str:

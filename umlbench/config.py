@@ -32,10 +32,20 @@ __all__ = [
     "load_yaml",
     "merge",
     "parse_overrides",
+    "evaluation_epochs",
+    "render_config",
     "SUITE_CONFIG_DIR",
 ]
 
 SUITE_CONFIG_DIR = Path(__file__).parent / "configs"
+AMP_MODES = ("fp16", "bf16", "off")
+EVAL_PRECISIONS = ("fp32", "fp16", "bf16")
+EVAL_RULES = ("every", "official")
+
+
+def _check_choice(key: str, value: str, known: tuple[str, ...]) -> None:
+    if value not in known:
+        raise UserError(f"{key} must be one of {', '.join(known)}; got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,17 +84,29 @@ class TrainConfig:
     gamma: float = 0.5
     min_lr_scale: float = 0.1  # cosine scheduler floor
     warmup_epochs: int = 0
-    amp: str = "auto"  # auto (bf16 on GPUs that have it, else fp16; none on CPU) | bf16 | fp16 | none
+    # Mixed precision of the training step on CUDA: fp16 (autocast + GradScaler, the official
+    # --use_fp16) | bf16 (autocast, no scaler) | off. On CPU training always runs in fp32.
+    amp: str = "fp16"
     grad_clamp: float = 1.0  # element-wise gradient value clamp (official --clip_grad); 0 = off
     grad_clip_norm: float = 0.0  # global norm clipping; 0 = off
     sampler: str = "uniform"  # uniform | unique | dcb (see data/samplers.py)
     ipc: int = 0  # images per class for the unique/dcb samplers
-    eval_every: int = 20  # evaluate every N epochs (and after the last epoch)
+    ipc_replace: bool = False  # True: a class's ipc images always drawn with replacement (official)
+    reshuffle: bool = True  # False: the same batch order every epoch (official IPC-0 runs)
+    eval_every: int = 20  # evaluation period in epochs (0 = only as eval_rule says for the end)
+    # every: after every eval_every-th epoch and after the last one (umlbench);
+    # official: after 0-based epoch e when e % eval_every == 0 and e > 0 (train.py), i.e. after
+    # 21, 41, 61, 81 of 100 epochs; the final model is not scored unless it falls on the rule.
+    eval_rule: str = "every"
     select: str = "universal"  # universal | val | last: which evaluation picks the checkpoint
     select_metric: str = "recall@1"
     val_fraction: float = 0.15  # select=val: fraction of training classes held out per dataset
     max_steps_per_epoch: int = 0  # 0 = full epochs; >0 truncates (smoke tests)
     log_every: int = 20
+
+    def __post_init__(self) -> None:
+        _check_choice("train.amp", self.amp, AMP_MODES)
+        _check_choice("train.eval_rule", self.eval_rule, EVAL_RULES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +122,12 @@ class EvalConfig:
         "r_precision", "map@r", "map@1000", "nmi", "f1",
     )
     batch_size: int = 256
+    # Autocast dtype of the embedding pass on CUDA: fp32 (no autocast; the official evaluation)
+    # | fp16 | bf16. On CPU evaluation always runs in fp32.
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        _check_choice("eval.precision", self.precision, EVAL_PRECISIONS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +139,12 @@ class ProtocolConfig:
     episodes: int = 10  # fewshot: episodes per shot count (at most the split file's)
     finetune_iterations: int = 0  # fewshot: adaptation steps; 0 = ooDML's (1000 / 1500)
     finetune_lr: float = 0.0  # fewshot: Adam lr of the adaptation; 0 = 10 x train.lr (ooDML)
+    # fewshot-train: the K-shot subsets: official (imported pickles) | seeded | auto (official
+    # where imported, else seeded)
+    subsets: str = "auto"
+    # fewshot-train: datasets evaluated but not trained on (the official few-shot code adds no
+    # Aircraft images)
+    exclude_train: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,6 +166,25 @@ class RunConfig:
         # Random streams are seeded with [seed, ...]; numpy refuses negative entries.
         if not isinstance(self.seed, int) or self.seed < 0:
             raise UserError(f"seed must be an integer >= 0, got {self.seed!r}")
+
+
+def evaluation_epochs(t: TrainConfig) -> list[int]:
+    """After which trained-epoch counts (1-based) the trainer evaluates, in order.
+
+    ``every``: each multiple of ``eval_every`` and the last epoch. ``official``: the official
+    ``train.py`` rule on the 0-based epoch e (``e % eval_every == 0 and e > 0``), reported as
+    e + 1 trained epochs; with 100 epochs and eval_every 20 that is [21, 41, 61, 81], with 101
+    epochs (the dataset-specific command) [21, 41, 61, 81, 101]. eval_every 0 under ``official``
+    evaluates nowhere (the official code would divide by zero).
+    """
+    if t.eval_rule == "official":
+        if t.eval_every <= 0:
+            return []
+        return [e + 1 for e in range(1, t.epochs) if e % t.eval_every == 0]
+    out = [n for n in range(1, t.epochs + 1) if t.eval_every > 0 and n % t.eval_every == 0]
+    if t.epochs > 0 and t.epochs not in out:
+        out.append(t.epochs)
+    return out
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -191,7 +244,7 @@ def from_dict(cls, data: dict, *, source: str = "config", prefix: str = ""):
     kwargs = {k: _coerce(v, types_[k], prefix + k, source) for k, v in data.items()}
     try:
         return cls(**kwargs)
-    except TypeError as exc:
+    except (TypeError, UserError) as exc:
         raise UserError(f"{source}: {exc}") from None
 
 
@@ -204,6 +257,24 @@ def to_dict(obj) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def render_config(cfg: RunConfig, method_args: dict | None = None) -> str:
+    """The resolved config as YAML (what ``umlbench run --dry-run`` prints), with the derived
+    evaluation epochs as a comment, so it can be diffed against the official command.
+
+    ``method_args``: the method's complete arguments (defaults included) to show instead of the
+    ones the config layers set."""
+    t = cfg.train
+    epochs = evaluation_epochs(t)
+    head = [f"# resolved config: method {cfg.method}, suite {cfg.suite}",
+            f"# evaluates after epochs ({t.eval_rule} rule): "
+            f"{', '.join(map(str, epochs)) or 'none during training'}"]
+    data = to_dict(cfg)
+    if method_args is not None:
+        data["method_args"] = dict(method_args)
+    body = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100)
+    return "\n".join(head) + "\n" + body
 
 
 def load_yaml(path: str | Path) -> dict:

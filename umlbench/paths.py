@@ -18,9 +18,15 @@ def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path.home() / ".cache" / "umlbench"
 
 
+DEFAULT_RESULTS = "umlbench-results"
+
+
 def default_results_dir() -> Path:
-    """Run records go to ``./results`` (the leaderboard's default input)."""
-    return Path(os.environ.get("UMLBENCH_RESULTS", "results"))
+    """Your run records: ``$UMLBENCH_RESULTS`` or ``./umlbench-results`` (records go to
+    ``<dir>/<suite>/``; the leaderboard's default input). Not ``./results``: in a clone of the
+    repository that folder holds the committed reference runs, which a run must never touch,
+    and the repository's .gitignore lists ``umlbench-results/``."""
+    return Path(os.environ.get("UMLBENCH_RESULTS", DEFAULT_RESULTS))
 
 
 def default_work_dir(data_root_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -17,18 +17,19 @@ from umlbench import paths
 from umlbench.config import (SUITE_CONFIG_DIR, RunConfig, from_dict, load_yaml, merge,
                              parse_overrides, to_dict)
 from umlbench.data.registry import dataset_recall_ks
-from umlbench.env import git_commit, hardware, package_versions
+from umlbench.env import code_identity, hardware, package_versions
 from umlbench.errors import UserError
 from umlbench.methods import METHODS, DataInfo, Method
 from umlbench.metrics import MetricSpec
 from umlbench.protocols.base import (PROTOCOLS, ProtocolData, check_protocol_config,
                                      protocol_defaults)
+from umlbench.results.identity import config_identity, data_identity, rows_sha256
 from umlbench.results.record import RunRecord, new_run_id, write_record
 from umlbench.train.distributed import DistInfo, barrier, init_distributed
 from umlbench.train.trainer import Trainer, TrainingFailed, resolve_device, seed_everything
 
 __all__ = ["build_config", "run", "method_class", "load_protocol", "run_prefix",
-           "remove_checkpoints"]
+           "remove_checkpoints", "run_identity", "protocol_data_identity"]
 
 
 def method_class(name: str) -> type[Method]:
@@ -71,9 +72,11 @@ def build_config(
         protocol = (layer.get("protocol") or {}).get("name", protocol)
         shots = (layer.get("protocol") or {}).get("shots", shots)
     if protocol:
-        pfile = Path(inspect.getfile(cls)).parent / "configs" / "protocol" / f"{protocol}.yaml"
-        if pfile.exists():
-            layers.append((str(pfile), load_yaml(pfile)))
+        # The method's protocol config, then its overlay for this suite (e.g. mini's scale).
+        pdir = Path(inspect.getfile(cls)).parent / "configs" / "protocol"
+        for pfile in (pdir / f"{protocol}.yaml", pdir / suite / f"{protocol}.yaml"):
+            if pfile.exists():
+                layers.append((str(pfile), load_yaml(pfile)))
         layers.append((f"protocol {protocol}", protocol_defaults(protocol, shots)))
     if loss_name:
         lfile = Path(inspect.getfile(cls)).parent / "configs" / "loss" / f"{loss_name}.yaml"
@@ -86,6 +89,11 @@ def build_config(
         # Validate each layer on its own so an unknown key names the file it came from.
         probe = merge({"method": method}, {k: v for k, v in layer.items() if k != "method_args"})
         from_dict(RunConfig, probe, source=source)
+        loss = (layer.get("loss") or {}).get("name")
+        if loss and loss != (merged.get("loss") or {}).get("name"):
+            # A layer that names another loss starts from that loss's own defaults: arguments
+            # of the previous loss (CurricularFace's scale) would not fit it.
+            merged = {**merged, "loss": {}}
         merged = merge(merged, layer)
     merged["method"] = method
     cfg = from_dict(RunConfig, merged, source="config")
@@ -118,6 +126,32 @@ def config_hash(cfg: RunConfig) -> str:
     return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:8]
 
 
+def protocol_data_identity(data: ProtocolData) -> dict:
+    """``identity.data`` of the datasets (and split files) ``data`` reads."""
+    # A prepared dataset that names its image source itself (Prepared.image_source) is
+    # believed; older ones are described from their READY marker.
+    return data_identity(((p.name, p.ready, _rows_hash(p), getattr(p, "image_source", None),
+                           getattr(p, "image_size", None)) for p in data.sources),
+                         data.split_files)
+
+
+_ROWS_HASHES: dict[tuple[str, str], str] = {}
+
+
+def _rows_hash(prep) -> str:
+    # Cached per prepared copy (its path and manifest file hash): sweeps ask many times.
+    key = (str(prep.path), str((prep.ready.get("sha256") or {}).get("manifest.parquet")))
+    if key not in _ROWS_HASHES:
+        _ROWS_HASHES[key] = rows_sha256(prep.manifest)
+    return _ROWS_HASHES[key]
+
+
+def run_identity(cfg: RunConfig, data: ProtocolData) -> dict:
+    """The ``identity`` block of the records of a run (results/identity.py)."""
+    return {"config": config_identity(to_dict(cfg)), "data": protocol_data_identity(data),
+            "code": code_identity()}
+
+
 def run(
     cfg: RunConfig,
     *,
@@ -146,6 +180,7 @@ def run(
     method = cls(cfg)
     root = paths.data_root(cfg.data_root)
     data = data or load_protocol(cfg, root)
+    identity = run_identity(cfg, data)  # before training: what the run starts from
     info = DataInfo(num_classes=data.num_classes, datasets=tuple(data.datasets),
                     class_dataset=data.class_dataset() if data.num_classes else np.zeros(0),
                     suite=cfg.suite)
@@ -187,10 +222,12 @@ def run(
             timings={"train_s": round(trainer.train_seconds, 2),
                      "eval_s": round(trainer.eval_seconds, 2),
                      "total_s": round(time.perf_counter() - t_start, 2)},
-            hardware=hardware(device, dist.world_size),
+            # Effective precisions (fp32 on CPU whatever train.amp / eval.precision request).
+            hardware={**hardware(device, dist.world_size),
+                      "precision": trainer.precision.as_dict()},
             packages=package_versions(),
-            git_commit=git_commit(),
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            identity=identity,
             history=trainer.state.history,
             error=error,
         )

@@ -3,7 +3,8 @@
 A method entry is ``name`` or ``name:key=value:key=value`` (config overrides for that entry),
 e.g. ``finetune:loss.name=arcface:method.setting=specific``. Every job is one ``umlbench run``
 and writes its own record, so a sweep can be interrupted and re-run (finished jobs are skipped
-when ``skip_done``: a completed record with the same method, display name, protocol and seed).
+when ``skip_done``: a completed record of the same seed, config identity and data identity; see
+:mod:`umlbench.results.identity`).
 """
 
 from __future__ import annotations
@@ -60,22 +61,30 @@ def run_job(job: Job) -> list[str]:
 
 
 def _done(job: Job) -> bool:
+    """A completed record of this job's seed exists with the same config identity and the
+    data identity of what is prepared now (records without data identity never count)."""
     from umlbench import paths
+    from umlbench.config import to_dict
+    from umlbench.results.identity import config_identity, data_key
     from umlbench.results.store import load_records
-    from umlbench.runner import build_config, method_class
+    from umlbench.runner import build_config, load_protocol, protocol_data_identity
 
     cfg = build_config(job.method, job.suite, job.config_file, list(job.overrides),
                        seed=job.seed, data_root=job.data_root)
-    display = method_class(job.method)(cfg).display_name()
+    config_sha = config_identity(to_dict(cfg))["sha256"]
     root = Path(job.results_dir) if job.results_dir else paths.default_results_dir()
-    for rec in load_records([root / job.suite], warn=lambda m: None):
-        if (rec.status == "completed" and rec.method == job.method and rec.seed == job.seed
-                and rec.display_name == display
-                and rec.protocol.get("name") == cfg.protocol.name
-                and rec.protocol.get("level") == cfg.protocol.level
-                and rec.protocol.get("dataset") in (None, cfg.protocol.dataset)):
-            return True
-    return False
+    candidates = [rec for rec in load_records([root / job.suite], warn=lambda m: None)
+                  if rec.status == "completed" and rec.seed == job.seed
+                  and rec.identity["config"]["sha256"] == config_sha
+                  and rec.identity["data"] is not None]
+    if not candidates:
+        return False
+    try:
+        data = load_protocol(cfg, paths.data_root(cfg.data_root))
+    except UserError:
+        return False  # not prepared: running the job says what is missing
+    current = data_key(protocol_data_identity(data))
+    return any(data_key(rec.identity["data"]) == current for rec in candidates)
 
 
 def sweep(jobs: list[Job], executor: str = "local", folder: Path = Path("sweeps"),

@@ -19,9 +19,12 @@ __all__ = ["StochasticAdapter", "PromptPool", "orthogonality_penalty"]
 class StochasticAdapter(nn.Module):
     """A(h) = DropPath_p(s * ReLU(h D) U): a bias-free bottleneck, fixed scale ``s``.
 
-    ``U`` starts at zero so the adapter is an exact no-op at initialisation. During training
-    the whole output is dropped per sample with probability ``p`` (kept outputs scaled by
-    1/(1-p)); at test time every adapter is on.
+    ``U`` starts at zero so the adapter is an exact no-op at initialisation. ``D`` is drawn as
+    the official ``tensor_prompt(dim, bottleneck, init='he_uniform')``: ``kaiming_uniform_(a=1)``
+    on a (dim, bottleneck) tensor, whose torch fan-in is its second size, so every entry is
+    uniform in +-sqrt(3 / bottleneck) (0.153 for 384 -> 128). During training the whole output
+    is dropped per sample with probability ``p`` (kept outputs scaled by 1/(1-p)); at test time
+    every adapter is on.
 
     Shapes: h (B, T, D) -> (B, T, D).
     """
@@ -30,7 +33,9 @@ class StochasticAdapter(nn.Module):
         super().__init__()
         self.down = nn.Linear(dim, bottleneck, bias=False)
         self.up = nn.Linear(bottleneck, dim, bias=False)
-        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
+        # nn.Linear stores D transposed, (bottleneck, dim): initialise the (dim, bottleneck)
+        # view so torch computes the official fan (bottleneck) and gain (1 for a = 1).
+        nn.init.kaiming_uniform_(self.down.weight.T, a=1)
         nn.init.zeros_(self.up.weight)
         self.scale = scale
         self.drop_path = DropPath(drop) if drop > 0 else nn.Identity()

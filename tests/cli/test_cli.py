@@ -49,7 +49,9 @@ def test_run_off_the_shelf_writes_a_record(env_root):
     assert rec["status"] == "completed" and rec["params"]["trainable"] == 0
     assert set(rec["metrics"]["per_dataset"]) == {"mini-cub", "mini-flowers", "mini-aircraft"}
     assert 0 < rec["metrics"]["universal"]["recall@1"] < 1
-    assert rec["git_commit"] is None or len(rec["git_commit"]) >= 40
+    code = rec["identity"]["code"]
+    assert code["git_commit"] is None or len(code["git_commit"]) == 40
+    assert set(rec["identity"]["data"]) == {"mini-cub", "mini-flowers", "mini-aircraft"}
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,8 @@ from umlbench.cli import cli
 # A valid value for each required parameter, so that a probe fails on exactly one thing. A new
 # required parameter without an entry here fails test_every_required_parameter_has_a_value.
 VALID = {"method": "puma", "methods": "puma", "kind": "datasets", "out_file": "{tmp}/fig.png",
-         "embeddings": "{tmp}/missing.npz"}
+         "embeddings": "{tmp}/missing.npz", "record": "{tmp}/missing.json",
+         "paths_": "{tmp}/empty"}
 
 
 def _commands() -> dict[str, click.Command]:
@@ -110,6 +111,10 @@ INPUT_PROBES = [
     ("sweep unknown method", ["sweep", "--methods", "nope", "--seeds", "0"]),
     ("info unknown suite", ["info", "--suite", "nosuch"]),
     ("params unknown method", ["params", "--method", "nope"]),
+    ("leaderboard unknown --group-by", ["leaderboard", "--group-by", "config,seed"]),
+    ("validate missing path", ["validate", "{tmp}/missing"]),
+    ("reproduce missing record", ["reproduce", "{tmp}/missing.json"]),
+    ("reproduce random bytes", ["reproduce", "{tmp}/random.npz"]),
 ]
 
 PROBES = _usage_probes() + INPUT_PROBES

@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image
 from scipy.io import savemat
 
-__all__ = ["FIXTURES", "Fixture", "pack_tar", "pack_zip", "write_jpeg"]
+__all__ = ["FIXTURES", "OFFICIAL_FOLDERS", "Fixture", "pack_tar", "pack_zip", "write_jpeg",
+           "write_official_subset", "write_photo"]
 
 _SIZES = ((40, 30), (30, 40), (48, 32), (36, 36))  # (width, height): landscape and portrait
 
@@ -38,17 +39,48 @@ class Fixture:
     labels: dict[str, int] = field(default_factory=dict)  # image_id -> label
     splits: dict[str, str] = field(default_factory=dict)  # image_id -> split
     files: dict[str, Path] = field(default_factory=dict)  # official filename -> written file
+    # image_id -> the path PUMA's dataset.py joins onto the dataset's folder (OFFICIAL_FOLDERS)
+    tails: dict[str, str] = field(default_factory=dict)
 
 
-def write_jpeg(path: Path, seed: int, size: tuple[int, int] | None = None) -> None:
-    """A small, distinct RGB JPEG (``size`` = (width, height))."""
+def write_jpeg(path: Path, seed: int, size: tuple[int, int] | None = None,
+               kind: str = "rgb") -> None:
+    """A small, distinct image file (``size`` = (width, height)).
+
+    ``kind``: ``rgb`` (a YCbCr JPEG), or one of the oddities real datasets contain under a
+    .jpg name: ``gray`` (1-channel JPEG, as in CUB), ``cmyk`` (CMYK JPEG, as in the ImageNet
+    images of Stanford Dogs) and ``png`` (a PNG file, as Dogs' n02105855_2933.jpg).
+    """
     w, h = size or _SIZES[seed % len(_SIZES)]
     rng = np.random.default_rng(seed)
     img = np.empty((h, w, 3), np.uint8)
     img[:] = rng.integers(0, 256, 3, dtype=np.uint8)
     img[h // 4 : h // 2, w // 4 : w // 2] = rng.integers(0, 256, 3, dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path, quality=85)
+    im = Image.fromarray(img)
+    if kind == "png":
+        im.save(path, format="PNG")
+    else:
+        im.convert({"rgb": "RGB", "gray": "L", "cmyk": "CMYK"}[kind]).save(path, format="JPEG",
+                                                                           quality=85)
+
+
+def write_photo(path: Path, seed: int, size: tuple[int, int] = (320, 240),
+                kind: str = "rgb") -> None:
+    """A photo-like image with fine texture (smooth colour fields plus noise), so that
+    resizing visibly loses detail; ``kind`` as in :func:`write_jpeg`."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
+    big = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC), np.float64)
+    img = np.clip(big + rng.normal(0, 24, big.shape), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(img)
+    if kind == "png":
+        im.save(path, format="PNG")
+    else:
+        im.convert({"rgb": "RGB", "gray": "L", "cmyk": "CMYK"}[kind]).save(path, format="JPEG",
+                                                                           quality=90)
 
 
 def pack_tar(root: Path, entries: list[str], out: Path, gz: bool = True) -> Path:
@@ -104,6 +136,7 @@ def make_cub(d: Path) -> Fixture:
             boxes.append(f"{image_id} 6.0 4.0 20.0 15.0")
             fx.labels[str(image_id)] = k - 1
             fx.splits[str(image_id)] = "train" if k <= 2 else "test"
+            fx.tails[str(image_id)] = f"images/{name}"
     _write(base / "images.txt", images)
     _write(base / "image_class_labels.txt", labels)
     _write(base / "train_test_split.txt", split)
@@ -137,6 +170,7 @@ def make_cars(d: Path) -> Fixture:
                      np.array([[c]], np.uint8), np.array([[i % 2]], np.uint8))
         fx.labels[f"{i + 1:06d}"] = c - 1
         fx.splits[f"{i + 1:06d}"] = "train" if c <= 2 else "test"
+        fx.tails[f"{i + 1:06d}"] = rel
     class_names = np.empty((1, len(names)), dtype=object)
     class_names[0, :] = names
     savemat(out / "cars_annos.mat", {"annotations": ann, "class_names": class_names})
@@ -163,8 +197,9 @@ def make_sop(d: Path) -> Fixture:
             rel = f"{supers[super_id - 1]}_final/{product}_{k}.JPG"
             write_jpeg(base / rel, 200 + image_id)
             (train if class_id <= 3 else test).append(f"{image_id} {class_id} {super_id} {rel}")
-            fx.labels[str(image_id)] = class_id - 1
-            fx.splits[str(image_id)] = "train" if class_id <= 3 else "test"
+            fx.labels[rel] = class_id - 1  # SOP images are keyed by path
+            fx.splits[rel] = "train" if class_id <= 3 else "test"
+            fx.tails[rel] = rel
     _write(base / "Ebay_train.txt", train)
     _write(base / "Ebay_test.txt", test)
     _write(base / "Ebay_info.txt", [header] + train[1:] + test[1:])
@@ -201,6 +236,7 @@ def make_inshop(d: Path) -> Fixture:
             rows.append(f"{name:<60}{item:<24}{status}")  # the official file pads its columns
             fx.labels[name] = train_rank.get(number, eval_rank.get(number))
             fx.splits[name] = status
+            fx.tails[name] = name
     _write(out / "Eval" / "list_eval_partition.txt",
            [str(len(rows)), "image_name item_id evaluation_status", *rows])
     _write(out / "Anno" / "list_item_inshop.txt",
@@ -235,6 +271,7 @@ def make_nabirds(d: Path) -> Fixture:
             sizes.append(f"{uid} 40 30")
             fx.labels[str(uid)] = rank[cls]
             fx.splits[str(uid)] = "train" if rank[cls] < 3 else "test"
+            fx.tails[str(uid)] = f"images/{name}"
     # classes.txt lists every taxonomy node, most without images.
     nodes = [(0, "Birds"), (1, "Perching Birds"), (2, "Ducks, Geese, and Swans")]
     nodes += [(c, n) for c, (n, _) in sorted(used.items())]
@@ -259,15 +296,19 @@ def make_dogs(d: Path) -> Fixture:
     per_breed = [3, 2, 2, 3]
     fx = Fixture("dogs", out, {})
     files, labels, seed = [], [], 500
+    # Like the real set (its images come from ImageNet): one PNG and one CMYK JPEG named .jpg,
+    # and a grey-scale JPEG.
+    odd = {502: "png", 505: "cmyk", 508: "gray"}
     for k, (breed, n) in enumerate(zip(breeds, per_breed), 1):
         for j in range(n):
             seed += 1
             stem = f"{breed.split('-')[0]}_{1000 + 17 * j}"
-            write_jpeg(stage / "Images" / breed / f"{stem}.jpg", seed)
+            write_jpeg(stage / "Images" / breed / f"{stem}.jpg", seed, kind=odd.get(seed, "rgb"))
             files.append(f"{breed}/{stem}.jpg")
             labels.append(k)
             fx.labels[stem] = k - 1
             fx.splits[stem] = "train" if k <= 2 else "test"
+            fx.tails[stem] = f"Images/{breed}/{stem}.jpg"
 
     def cells(values: list[str]) -> np.ndarray:  # an N x 1 MATLAB cell array of strings
         arr = np.empty((len(values), 1), dtype=object)
@@ -300,6 +341,7 @@ def make_flowers(d: Path) -> Fixture:
         write_jpeg(stage / "jpg" / f"image_{i:05d}.jpg", 600 + i)
         fx.labels[f"image_{i:05d}"] = c - 1
         fx.splits[f"image_{i:05d}"] = "train" if c <= 2 else "test"
+        fx.tails[f"image_{i:05d}"] = f"jpg/image_{i:05d}.jpg"
     savemat(out / "imagelabels.mat", {"labels": np.array([classes], dtype=np.uint8)})
     perm = np.random.default_rng(0).permutation(len(classes)) + 1
     savemat(out / "setid.mat", {"trnid": perm[None, :4].astype(np.uint16),
@@ -329,6 +371,7 @@ def make_aircraft(d: Path) -> Fixture:
             (trainval if k == 0 else test).append(f"{image_id} {v}")
             fx.labels[image_id] = rank[v]
             fx.splits[image_id] = "train" if rank[v] < 3 else "test"
+            fx.tails[image_id] = f"images/{image_id}.jpg"
     _write(data / "variants.txt", sorted(rank))
     _write(data / "images_variant_trainval.txt", trainval)
     _write(data / "images_variant_train.txt", trainval[::2])
@@ -340,6 +383,53 @@ def make_aircraft(d: Path) -> Fixture:
     fx.expected = _counts(fx.labels, fx.splits)
     fx.files["fgvc-aircraft-2013b.tar.gz"] = fx.source
     return fx
+
+
+# PUMA's dataset.py: each dataset's folder under --data_path, and the name and ds_ID in the
+# official few-shot file names (few_shot/dataset_<DS>_shot_<K>.pkl).
+OFFICIAL_FOLDERS = {"cub": "CUB_200_2011", "cars": "cars196", "sop": "Stanford_Online_Products",
+                    "inshop": "Inshop_Clothes/Img", "nabirds": "nabirds", "dogs": "dogs",
+                    "flowers": "flowers", "aircraft": "fgvc-aircraft-2013b/data"}
+OFFICIAL_IDS = {"cub": ("CUB", 0), "cars": ("Cars", 1), "sop": ("SOP", 2),
+                "inshop": ("Inshop", 3), "nabirds": ("NABird", 4), "dogs": ("Dogs", 5),
+                "flowers": ("Flowers", 6), "aircraft": ("Aircraft", 7)}
+AUTHORS_DATA = "/home/tjddus9597/Data/DML"  # the prefix of every path in the official pickles
+
+
+def write_official_subset(out: Path, fx: Fixture, shots: int, seed: int = 0) -> list[str]:
+    """A K-shot subset of ``fx``'s training images in the official format and path style.
+
+    As the official ``dataset.py`` writes them: a dict of lists ``ys`` (class in the dataset),
+    ``I`` (the image's index among the training images), ``im_paths`` (absolute path on the
+    authors' machine) and ``ds_ID``, pickled with the highest protocol; ``shots`` images per
+    class, drawn with ``random.sample`` (``random.choices`` when a class has fewer). Returns the
+    image ids in the file's order.
+    """
+    import pickle
+    import random
+
+    rnd = random.Random(seed)
+    ds, ds_id = OFFICIAL_IDS[fx.name]
+    train = [i for i in fx.labels if fx.splits[i] == "train"]
+    by_class: dict[int, list[tuple[int, str]]] = {}
+    for index, image_id in enumerate(train):
+        by_class.setdefault(fx.labels[image_id], []).append((index, image_id))
+    data: dict[str, list] = {"ys": [], "I": [], "im_paths": [], "ds_ID": []}
+    picked = []
+    for label, items in by_class.items():
+        pick = (rnd.sample(items, shots) if len(items) >= shots
+                else rnd.choices(items, k=shots))
+        for index, image_id in pick:
+            data["ys"].append(label)
+            data["I"].append(index)
+            data["im_paths"].append(
+                f"{AUTHORS_DATA}/{OFFICIAL_FOLDERS[fx.name]}/{fx.tails[image_id]}")
+            data["ds_ID"].append(ds_id)
+            picked.append(image_id)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / f"dataset_{ds}_shot_{shots}.pkl", "wb") as fh:
+        pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return picked
 
 
 class FileServer:

@@ -161,6 +161,29 @@ def test_aircraft_trainvaltest_union_is_enough(made, tmp_path):
     assert dict(zip(rows[C.IMAGE_ID], rows[C.LABEL])) == fx.labels
 
 
+def test_sop_renumbered_copy_prepares_the_same_dataset(made, tmp_path):
+    """SOP images are keyed by path: a copy whose Ebay_test.txt counts its image ids from 1
+    again (so they collide with Ebay_train.txt's) prepares the same images, labels and splits;
+    a path listed twice is named."""
+    fx = made["sop"]
+    extract(fx.source, tmp_path / "x")
+    base = tmp_path / "x" / "Stanford_Online_Products"
+    test_txt = base / "Ebay_test.txt"
+    header, *lines = test_txt.read_text().splitlines()
+    test_txt.write_text("\n".join([header] + [f"{k} {line.split(' ', 1)[1]}"
+                                              for k, line in enumerate(lines, 1)]) + "\n")
+    train_ids = {line.split()[0] for line in (base / "Ebay_train.txt").read_text().splitlines()[1:]}
+    assert train_ids & {str(k) for k in range(1, len(lines) + 1)}  # the ids really collide
+    _prepare("sop", fx, tmp_path / "root", source=str(base))
+    m = load_prepared(tmp_path / "root", "sop").manifest
+    assert dict(zip(m[C.IMAGE_ID], m[C.LABEL])) == fx.labels
+    assert dict(zip(m[C.IMAGE_ID], m[C.SPLIT])) == fx.splits
+    test_txt.write_text(test_txt.read_text() + lines[0] + "\n")  # the first test image again
+    dup = lines[0].split()[3]
+    with pytest.raises(DataError, match=f"{dup}.* listed twice"):
+        _prepare("sop", fx, tmp_path / "root2", source=str(base))
+
+
 @pytest.mark.parametrize("name, hint", [("cars", "huggingface.co"),
                                         ("inshop", "drive.google.com"),
                                         ("nabirds", "dl.allaboutbirds.org")])

@@ -44,6 +44,27 @@ def test_adapters_start_as_no_ops_and_prompt_free_model_equals_backbone(vit_s):
         assert torch.allclose(model.features(x), vit_s.eval()(x), atol=1e-5)
 
 
+def test_adapter_down_projection_has_the_official_distribution(vit_s):
+    # Official: tensor_prompt(2, 384, 128, init='he_uniform') -> kaiming_uniform_(a=1) on a
+    # (384, 128) tensor. torch: fan_in = size(1) = 128, gain(leaky_relu, a=1) = sqrt(2/2) = 1,
+    # bound = gain * sqrt(3 / fan_in) = sqrt(3/128) = 0.15309; std = bound / sqrt(3) = 0.08839.
+    # (umlbench used kaiming_uniform_(a=sqrt(5)) on (128, 384): bound 1/sqrt(384) = 0.05103.)
+    torch.manual_seed(0)
+    model = PumaModel(vit_s)
+    for pair in model.adapters:
+        w0, w1 = pair[0].down.weight, pair[1].down.weight
+        assert w0.shape == (128, 384)
+        assert torch.equal(w0, w1)  # each block's two down-projections start identical
+        assert torch.count_nonzero(pair[0].up.weight) == 0
+    w = torch.cat([pair[0].down.weight.flatten() for pair in model.adapters])  # 589,824 draws
+    assert w.abs().max().item() <= 0.1530931
+    assert w.abs().max().item() > 0.1530  # the bound is reached, not 0.051
+    assert w.std().item() == pytest.approx(0.0883883, rel=5e-3)
+    assert w.mean().item() == pytest.approx(0.0, abs=1e-3)
+    # Independent draws per block (not one matrix copied into all 12).
+    assert not torch.equal(model.adapters[0][0].down.weight, model.adapters[1][0].down.weight)
+
+
 def test_stochastic_adapter_drops_whole_samples_in_training_only():
     torch.manual_seed(0)
     a = StochasticAdapter(16, 4, scale=0.1, drop=0.5)
@@ -91,15 +112,29 @@ def test_params_command_reproduces_69x(capsys):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_mixed_precision_step_on_gpu(vit_s):
+def test_fp16_training_step_and_fp32_evaluation_on_gpu(vit_s):
+    """The official precision: fp16 autocast + GradScaler for the step, fp32 embeddings."""
     from umlbench.train.losses import CurricularFace
+    from umlbench.train.precision import optimizer_step, resolve_precision
 
+    prec = resolve_precision("fp16", "fp32", "cuda")
+    assert (prec.train, prec.eval, prec.uses_scaler) == ("fp16", "fp32", True)
     model = PumaModel(vit_s).cuda().train()
     loss_fn = CurricularFace(10, 128).cuda()
+    params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    scaler = prec.scaler()
     x = torch.randn(4, 3, 224, 224, device="cuda")
     y = torch.arange(4, device="cuda")
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        emb = model(x)
-    loss = loss_fn(emb.float(), y) + model.aux_loss()
-    loss.backward()
-    assert torch.isfinite(loss) and model.head.weight.grad is not None
+    before = model.head.weight.detach().clone()
+    for _ in range(5):  # the scaler may skip its first steps (overflow at scale 2**16)
+        with prec.train_autocast():
+            emb = model(x)
+            assert emb.dtype == torch.float16
+            loss = loss_fn(emb, y) + model.aux_loss()
+        optimizer_step(loss, opt, scaler, params, grad_clamp=1.0)
+        assert torch.isfinite(loss)
+    assert not torch.equal(before, model.head.weight)
+    model.eval()
+    with torch.no_grad(), prec.eval_autocast():
+        assert model(x).dtype == torch.float32

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import FAST
 from umlbench.errors import UserError
 from umlbench.results.store import load_records
-from umlbench.sweep import Job, parse_grid, sweep
+from umlbench.sweep import Job, _done, parse_grid, sweep
 
 
 def test_grid_parsing():
@@ -34,6 +36,24 @@ def test_local_sweep_runs_and_skips_done(env_root):
     messages = []
     assert sweep(_jobs(env_root), "local", echo=messages.append) == []
     assert all(m.startswith("skip (done)") for m in messages)
+
+
+def test_done_means_same_config_and_data_identity(env_root):
+    """Another config under the same display name is not done; neither is a record whose data
+    identity is not what is prepared now."""
+    [job] = _jobs(env_root, seeds=(0,))
+    sweep([job], "local", echo=lambda m: None)
+    assert _done(job)
+    [changed] = parse_grid(["off-the-shelf"], [0], FAST + ["eval.batch_size=64"],
+                           results_dir=str(env_root / "results"))
+    assert not _done(changed)
+    # Pretend the record was made from other data: it no longer counts.
+    [path] = (env_root / "results").rglob("*.json")
+    data = json.loads(path.read_text())
+    for entry in data["identity"]["data"].values():
+        entry["rows_sha256"] = "0" * 64
+    path.write_text(json.dumps(data))
+    assert not _done(job)
 
 
 @pytest.mark.slow

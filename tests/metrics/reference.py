@@ -22,12 +22,21 @@ def exact_sims(ints: list[list[int]], i: int, rows) -> list[int]:
     return [sum(a * b for a, b in zip(ints[i], ints[j])) for j in rows]
 
 
-def brute_force(emb, labels, datasets, is_query, is_gallery, ks=(1, 2, 4, 8), scope=None):
+def scaled_rows(emb) -> np.ndarray:
+    """The engine's input to raw dot-product ranking: rows divided by one power of two."""
+    x = np.asarray(emb, np.float64)
+    peak = np.abs(x).max()
+    return (x / (2.0 ** np.ceil(np.log2(peak)) if peak > 0 else x)).astype(np.float32)
+
+
+def brute_force(emb, labels, datasets, is_query, is_gallery, ks=(1, 2, 4, 8), scope=None,
+                unit=True):
     """Per-query metric values by full sorting. ``scope``: restrict to one dataset (or None).
 
-    Similarity is the exact dot product of the float32 unit rows (the engine's definition);
-    equal similarities rank the smaller gallery index first."""
-    x = unit_rows(emb)
+    Similarity is the exact dot product of the float32 unit rows (the engine's definition;
+    ``unit=False``: of the commonly scaled raw rows); equal similarities rank the smaller
+    gallery index first."""
+    x = unit_rows(emb) if unit else scaled_rows(emb)
     ints = exact_ints(x)
     n = len(x)
     rows = np.arange(n) if scope is None else np.flatnonzero(datasets == scope)

@@ -78,3 +78,30 @@ def test_every_metric_matches_brute_force(problem):
                 assert np.isnan(got[key]), (scope, key)
             else:
                 assert got[key] == pytest.approx(ref[key], abs=1e-12), (scope, key, backend)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(problems(), st.floats(min_value=-30, max_value=30))
+def test_raw_dot_product_scoring_matches_brute_force(problem, log_scale):
+    """``normalize=False`` (official scoring of un-normalised ensembles) ranks by the raw dot
+    product at any magnitude: rows of different lengths, scaled by up to 1e+-30."""
+    emb, labels, datasets, isq, isg, spec, backend, chunk = problem
+    used = isq | isg
+    if any((datasets[used] == d).sum() < 2 for d in np.unique(datasets[used])):
+        return
+    lengths = np.random.default_rng(len(emb)).uniform(0.5, 2.0, (len(emb), 1))
+    emb = np.asarray(emb, np.float64) * lengths * 10.0**log_scale
+    res = evaluate(emb, labels, datasets, isq, isg, metrics=spec, backend=backend,
+                   chunk_size=chunk, normalize=False)
+    ks = spec.recall_ks or (1,)
+    for scope in [None, *np.unique(datasets)]:
+        ref, excluded = brute_force(emb, labels, datasets, isq, isg, ks=ks, scope=scope,
+                                    unit=False)
+        got = res.universal if scope is None else res.per_dataset[scope]
+        assert got["num_excluded_queries"] == excluded
+        for key in spec.retrieval_names:
+            if np.isnan(ref[key]):
+                assert np.isnan(got[key]), (scope, key)
+            else:
+                assert got[key] == pytest.approx(ref[key], abs=1e-12), (scope, key, backend)

@@ -1,6 +1,6 @@
 """ooDML on real code paths: split files from mini domains, the oodml protocol data (one
-retrieval definition per dataset at every level), few-shot episodes and PUMA's few-shot
-training subsets. The published-file import is in test_oodml_import.py."""
+retrieval definition per dataset at every level) and few-shot episodes. The published-file
+import is in test_oodml_import.py; PUMA's few-shot training in test_fewshot_train.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from umlbench import const as C
 from umlbench.data.prepare import load_prepared
 from umlbench.errors import UserError
-from umlbench.protocols import fewshot, fewshot_train, oodml
+from umlbench.protocols import fewshot, oodml
 from umlbench.protocols.oodml_episodes import (
     SUPPORT_CLASSES_PER_SHOT,
     eval_rows,
@@ -168,14 +168,3 @@ def test_schedule_checks(mini_root):
         oodml.resolve_schedule("cars", None, 6)
     assert oodml.resolve_schedule("cub", None, None) == "official"
     assert oodml.resolve_schedule("nabirds", None, None) == "fid"
-
-
-def test_fewshot_train_keeps_k_images_per_class(env_root, mini_root):
-    cfg = build_config("puma", "mini", overrides=["protocol.name=fewshot-train",
-                                                  "protocol.shots=4"])
-    assert cfg.train.epochs == 32 // 4 + 1 and cfg.train.eval_every == 32 // 4
-    data = fewshot_train.build(cfg, mini_root)
-    counts = data.train.groupby("target").size()
-    assert (counts == 4).all() and len(counts) == data.num_classes
-    again = fewshot_train.build(cfg, mini_root)
-    assert again.train["row"].tolist() == data.train["row"].tolist()  # fixed by the seed

@@ -13,29 +13,30 @@ from umlbench.train.losses import LOSSES, CurricularFace, build_loss
 
 
 def direct_curricularface(emb, labels, proxies, t_before, m, s, momentum):
-    """Loop-based reference of PUMA's CurricularFace (per-class t, updated before use)."""
+    """Loop-based reference of PUMA's CurricularFace: per-class t, read before this batch
+    updates it; a negative is hard when its cosine beats the final target logit."""
     x = F.normalize(emb, dim=1)
     w = F.normalize(proxies, dim=1)
-    t = t_before.clone()
     cos = (x @ w.T).clamp(-1, 1)
-    for c in labels.unique():
-        mask = labels == c
-        t[c] = momentum * t[c] + (1 - momentum) * cos[mask, c].mean()
     logits = torch.empty_like(cos)
     for i in range(len(x)):
         y = labels[i]
         ct = cos[i, y]
         theta = math.acos(float(ct))
-        ctm = math.cos(theta + m)
-        target = ctm if ct > math.cos(math.pi - m) else ct - math.sin(math.pi - m) * m
+        fallback = ct - math.sin(math.pi - m) * m
+        target = math.cos(theta + m) if ct > math.cos(math.pi - m) else fallback
         for j in range(cos.shape[1]):
             c = cos[i, j]
             if j == y:
                 logits[i, j] = target
-            elif c > ctm:
-                logits[i, j] = c * (t[y] + c)
+            elif c > target:
+                logits[i, j] = c * (t_before[y] + c)
             else:
                 logits[i, j] = c
+    t = t_before.clone()
+    for c in labels.unique():
+        mask = labels == c
+        t[c] = momentum * t[c] + (1 - momentum) * cos[mask, c].mean()
     return F.cross_entropy(s * logits, labels), t
 
 
@@ -52,6 +53,30 @@ def test_curricularface_matches_direct_formula(seed):
     got = loss_fn(emb, labels)
     assert got.item() == pytest.approx(ref.item(), rel=1e-9)
     assert torch.allclose(loss_fn.t, t_ref)
+
+
+def _fixed(n, d, a=1.7, b=0.3):
+    i = torch.arange(n * d, dtype=torch.float64).reshape(n, d)
+    return 0.9 * torch.sin(a * i + b) + 0.2 * torch.cos(0.37 * i * i % 7.0)
+
+
+def test_curricularface_matches_the_official_numbers():
+    # Computed offline with the official losses.CurricularFace(5, 6, mrg=0.3, alpha=32) on CPU
+    # in float64 (proxies and pos_sim set to the values below), called twice on one batch.
+    # Sample 7 sits opposite its proxy (cos -0.99995 < cos(pi - 0.3)): the fallback branch.
+    # The official casts the cosines to float32 (`.float()`), hence the 1e-6 tolerance.
+    emb, proxies = _fixed(8, 6), _fixed(5, 6, 0.77, 1.1)
+    emb[7] = -proxies[2] + 0.01 * emb[7]
+    labels = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    loss_fn = CurricularFace(5, 6, margin=0.3, scale=32).double().train()
+    with torch.no_grad():
+        loss_fn.proxies.copy_(proxies)
+        loss_fn.t.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5], dtype=torch.float64))
+    assert loss_fn(emb, labels).item() == pytest.approx(17.835063979522282, rel=1e-6)
+    assert loss_fn.t.tolist() == pytest.approx(
+        [0.10072376236878336, 0.19717954683769495, 0.29194251515716313, 0.39943560217879714,
+         0.49814384582452476], rel=1e-6)
+    assert loss_fn(emb, labels).item() == pytest.approx(17.79515660073443, rel=1e-6)
 
 
 def test_curricularface_backward_reaches_proxies_and_embeddings():

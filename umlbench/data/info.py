@@ -62,8 +62,12 @@ def dataset_catalogue() -> tuple[list[str], list[list[str]]]:
 
 
 def dataset_status(root: Path, suite: str | None = None) -> list[tuple[str, ...]]:
-    """One row per known dataset: name, ready, train img/cls, eval img/cls, disk, source."""
-    from umlbench.data.prepare import read_ready
+    """One row per known dataset: name, ready, train img/cls, eval img/cls, disk, source.
+
+    "source" starts with the image source of a prepared dataset (see
+    ``Prepared.image_source``): ``packed: <origin>``, ``resized 256: <origin>``,
+    ``files: <origin>``, or ``generated 32`` for the mini suite."""
+    from umlbench.data.prepare import image_source_of, read_ready
 
     rows = []
     names = [n for s, members in SUITES.items() if suite in (None, s) for n in members]
@@ -86,8 +90,12 @@ def dataset_status(root: Path, suite: str | None = None) -> list[tuple[str, ...]
         raw = info.get("raw_dir")
         if raw:
             disk += disk_usage(Path(raw))
-        rows.append((name, "yes", fmt(C.TRAIN), evals, human_size(disk),
-                     str(info.get("source", ""))))
+        kind = image_source_of(info)
+        size = info.get("image_size") if kind in (C.RESIZED, C.GENERATED) else None
+        origin = str(info.get("source", ""))
+        images = f"{kind}{f' {size}' if size else ''}"
+        source = images if kind == C.GENERATED else f"{images}: {origin}"
+        rows.append((name, "yes", fmt(C.TRAIN), evals, human_size(disk), source))
     return rows
 
 

@@ -22,7 +22,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
 from umlbench import const as C
-from umlbench.data.prepare import Prepared, decode_image
+from umlbench.data.pack import decode, decode_file
+from umlbench.data.prepare import Prepared
 
 __all__ = ["TransformConfig", "build_transform", "ImageTable", "eval_loader", "collate"]
 
@@ -71,6 +72,9 @@ class ImageTable(Dataset):
             inside that source) and ``target`` (the int label the model is trained/scored on).
         transform: applied to each uint8 (3, H, W) tensor.
     Items are ``(image, target, position)`` where ``position`` is the row's index in ``rows``.
+    Pixels come from the source's store (:attr:`Prepared.image_source`): a packed original
+    decoded by libjpeg-turbo (PIL for the few images it should not decode), a uint8 cache
+    slice, or the original file.
     """
 
     def __init__(self, sources: Sequence[Prepared], rows: pd.DataFrame, transform) -> None:
@@ -85,6 +89,7 @@ class ImageTable(Dataset):
                 s.manifest[C.OFFSET].to_numpy(np.int64),
                 s.manifest[C.HEIGHT].to_numpy(np.int64),
                 s.manifest[C.WIDTH].to_numpy(np.int64),
+                s.manifest[C.NBYTES].to_numpy(np.int64),
                 s.manifest[C.PATH].to_numpy(str),
             )
             for s in self.sources
@@ -93,18 +98,23 @@ class ImageTable(Dataset):
     def __len__(self) -> int:
         return len(self.row)
 
-    def image(self, i: int) -> np.ndarray:
+    def image(self, i: int) -> torch.Tensor:
+        """Row ``i``'s image as a (3, H, W) uint8 tensor."""
         s, r = self.src[i], self.row[i]
         src = self.sources[s]
-        offset, height, width, path = (m[r] for m in self._meta[s])
+        offset, height, width, nbytes, path = (m[r] for m in self._meta[s])
+        if src.pack is not None and offset >= 0 and nbytes > 0:
+            where = src.raw_dir / path if src.raw_dir is not None else f"{src.name}:{path}"
+            return decode(src.pack.get(int(offset), int(nbytes)), where)
         if src.cache is not None and offset >= 0:
-            return src.cache.get(int(offset), int(height), int(width))
-        return decode_image(src.raw_dir / path)
+            # A copy: cache images are read-only memmap views.
+            img = np.array(src.cache.get(int(offset), int(height), int(width)))
+            return torch.from_numpy(img).permute(2, 0, 1)
+        return decode_file(src.raw_dir / path)
 
     def __getitem__(self, key):
         i, seed = key if isinstance(key, tuple) else (key, None)
-        # A copy: cache images are read-only memmap views.
-        img = torch.from_numpy(np.array(self.image(i))).permute(2, 0, 1)
+        img = self.image(i)
         if seed is None:
             out = self.transform(img)
         else:

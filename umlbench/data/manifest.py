@@ -29,6 +29,7 @@ SCHEMA = pa.schema(
         (C.OFFSET, pa.int64()),
         (C.HEIGHT, pa.int32()),
         (C.WIDTH, pa.int32()),
+        (C.NBYTES, pa.int64()),
     ]
 )
 
@@ -36,7 +37,7 @@ SCHEMA = pa.schema(
 def make_manifest(rows: dict[str, list] | pd.DataFrame) -> pd.DataFrame:
     """Build a manifest DataFrame with the fixed column order and dtypes."""
     df = pd.DataFrame(rows)
-    for col in (C.OFFSET, C.HEIGHT, C.WIDTH):
+    for col in (C.OFFSET, C.HEIGHT, C.WIDTH, C.NBYTES):
         if col not in df:
             df[col] = -1 if col == C.OFFSET else 0
     if C.PATH not in df:
@@ -44,6 +45,7 @@ def make_manifest(rows: dict[str, list] | pd.DataFrame) -> pd.DataFrame:
     df = df[list(C.MANIFEST_COLUMNS)].copy()
     df[C.LABEL] = df[C.LABEL].astype("int64")
     df[C.OFFSET] = df[C.OFFSET].astype("int64")
+    df[C.NBYTES] = df[C.NBYTES].astype("int64")
     df[C.HEIGHT] = df[C.HEIGHT].astype("int32")
     df[C.WIDTH] = df[C.WIDTH].astype("int32")
     for col in (C.IMAGE_ID, C.PATH, C.CLASS_NAME, C.DATASET, C.SPLIT):
@@ -89,5 +91,7 @@ def read_manifest(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: manifest not found") from None
     except Exception as exc:
         raise DataError(f"{path}: unreadable manifest ({type(exc).__name__}: {exc})") from None
+    if C.NBYTES not in df:  # prepared before packs existed: nothing in it is packed
+        df[C.NBYTES] = 0
     validate_manifest(df, path)
     return df

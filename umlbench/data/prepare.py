@@ -3,8 +3,12 @@
 Layout under the data root::
 
     <root>/<dataset>/manifest.parquet   one row per image (data/manifest.py)
-    <root>/<dataset>/images.u8          uint8 image cache (data/cache.py); absent with --no-cache
-    <root>/<dataset>/READY              JSON written last: counts, source, sha256 of the files
+    <root>/<dataset>/images.pack        the original image files, unchanged (data/pack.py);
+                                        real datasets by default
+    <root>/<dataset>/images.u8          uint8 image cache (data/cache.py): the mini suite, or
+                                        real datasets prepared with --cache resized
+    <root>/<dataset>/READY              JSON written last: counts, source, image_source,
+                                        image_size, sha256 of the files
     <root>/_downloads/                  official archives (resumable downloads; real datasets)
     <root>/_raw/<dataset>/              extracted official files (real datasets)
 
@@ -30,6 +34,7 @@ import pandas as pd
 from umlbench import const as C
 from umlbench.data.cache import CacheWriter, ImageCache
 from umlbench.data.manifest import make_manifest, read_manifest, write_manifest
+from umlbench.data.pack import ImagePack, decode_file
 from umlbench.data.registry import DATASETS, DatasetSpec
 from umlbench.errors import DataError, UserError
 
@@ -43,6 +48,8 @@ __all__ = [
     "is_ready",
     "split_counts",
     "sha256_file",
+    "image_source_of",
+    "describe_images",
 ]
 
 READY_FORMAT = 1
@@ -50,7 +57,13 @@ READY_FORMAT = 1
 
 @dataclass
 class Prepared:
-    """A READY dataset: its manifest, its image cache (if any) and the READY information."""
+    """A READY dataset: its manifest, its image store and the READY information.
+
+    ``image_source`` (one of :data:`umlbench.const.IMAGE_SOURCES`) and ``image_size`` say
+    which pixels a run sees: ``packed`` / ``files`` are the original files at full resolution
+    (``image_size`` None), ``resized`` a uint8 cache with shorter side ``image_size``,
+    ``generated`` the mini generator's ``image_size`` x ``image_size`` images.
+    """
 
     name: str
     path: Path
@@ -58,17 +71,51 @@ class Prepared:
     ready: dict
     cache: ImageCache | None
     raw_dir: Path | None
+    pack: ImagePack | None = None
+
+    @property
+    def image_source(self) -> str:
+        return image_source_of(self.ready)
+
+    @property
+    def image_size(self) -> int | None:
+        """Shorter side of the stored images in pixels; None for full-resolution originals."""
+        return None if self.image_source in (C.PACKED, C.FILES) else self.ready.get("image_size")
 
     def load_image(self, row: int) -> np.ndarray:
         """Image of manifest row ``row`` as (H, W, 3) uint8."""
-        r = self.manifest.iloc[row]
-        if self.cache is not None and r[C.OFFSET] >= 0:
-            return self.cache.get(int(r[C.OFFSET]), int(r[C.HEIGHT]), int(r[C.WIDTH]))
-        return decode_image(self.raw_dir / r[C.PATH])
+        return self.load_tensor(row).permute(1, 2, 0).numpy()
+
+    def load_tensor(self, row: int):
+        """Image of manifest row ``row`` as a (3, H, W) uint8 torch tensor."""
+        import torch
+
+        m = self.manifest
+        offset, nbytes = int(m[C.OFFSET].iat[row]), int(m[C.NBYTES].iat[row])
+        path = m[C.PATH].iat[row]
+        if self.pack is not None and offset >= 0 and nbytes > 0:
+            from umlbench.data.pack import decode
+
+            return decode(self.pack.get(offset, nbytes), self.raw_dir / path if self.raw_dir
+                          else path)
+        if self.cache is not None and offset >= 0:
+            img = self.cache.get(offset, int(m[C.HEIGHT].iat[row]), int(m[C.WIDTH].iat[row]))
+            return torch.from_numpy(np.array(img)).permute(2, 0, 1)
+        return decode_file(self.raw_dir / path)
+
+
+def image_source_of(ready: dict) -> str:
+    """The READY marker's image source; markers written before packs existed have none."""
+    if ready.get("image_source") in C.IMAGE_SOURCES:
+        return ready["image_source"]
+    if ready.get("source") == "generated":
+        return C.GENERATED
+    return C.RESIZED if ready.get("cache") else C.FILES
 
 
 def decode_image(path: Path) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB; a broken file is a one-line DataError."""
+    """Decode an image file to (H, W, 3) uint8 RGB with PIL (the official pipeline's decoder);
+    a broken file is a one-line DataError. Training reads through :mod:`umlbench.data.pack`."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -86,6 +133,20 @@ class PrepareReport:
     status: str  # prepared | skipped
     seconds: float
     counts: dict
+    images: str = ""  # what describe_images says about the dataset's image store
+
+
+def describe_images(ready: dict) -> str:
+    """The image store of a READY dataset in a few words, e.g. ``packed, full resolution``."""
+    kind = image_source_of(ready)
+    if kind == C.PACKED:
+        n = int(ready.get("pil_decoded") or 0)
+        return "packed, full resolution" + (f" ({n} decoded by PIL)" if n else "")
+    if kind == C.FILES:
+        return "original files, full resolution"
+    if kind == C.RESIZED:
+        return f"resized, shorter side {ready.get('image_size')} px"
+    return f"generated, {ready.get('image_size')} px"
 
 
 def sha256_file(path: Path, chunk: int = 2**22) -> str:
@@ -131,9 +192,11 @@ def load_prepared(root: Path, name: str) -> Prepared:
         raise UserError(f"dataset {name!r} is not prepared under {root}; run `{hint}`")
     path = root / name
     manifest = read_manifest(path / C.MANIFEST_FILE)
-    cache = ImageCache(path / C.CACHE_FILE) if info.get("cache") else None
+    kind = image_source_of(info)
+    cache = ImageCache(path / C.CACHE_FILE) if kind in (C.RESIZED, C.GENERATED) else None
+    pack = ImagePack(path / C.PACK_FILE) if kind == C.PACKED else None
     raw = Path(info["raw_dir"]) if info.get("raw_dir") else None
-    return Prepared(name, path, manifest, info, cache, raw)
+    return Prepared(name, path, manifest, info, cache, raw, pack)
 
 
 def _check_expected(spec: DatasetSpec, counts: dict, source: str) -> None:
@@ -166,7 +229,7 @@ def _write_generated(spec: DatasetSpec, tmp: Path, seed: int, image_size: int) -
         **{C.DATASET: spec.name, C.OFFSET: offsets, C.HEIGHT: image_size, C.WIDTH: image_size}
     )
     return make_manifest(rows), {"source": "generated", "seed": seed, "image_size": image_size,
-                                 "cache": True, "raw_dir": None}
+                                 "image_source": C.GENERATED, "cache": True, "raw_dir": None}
 
 
 MIN_IMAGE_SIZE = 8  # pixels; anything smaller cannot hold a ViT patch grid
@@ -191,18 +254,29 @@ def prepare_one(
     image_size: int | None = None,
     source: str | None = None,
     workers: int = 2,
+    image_source: str | None = None,
     cache: bool = True,
     force: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> PrepareReport:
-    """Prepare one dataset (skipped when already READY, unless ``force``)."""
+    """Prepare one dataset (skipped when already READY, unless ``force``).
+
+    Real datasets: ``image_source`` is ``packed`` (default: the original files, full
+    resolution), ``resized`` (uint8 cache with shorter side ``image_size``, default 256; the
+    default when ``image_size`` is given) or ``files``; ``cache=False`` means ``files``.
+    Generated (mini) datasets ignore it.
+    """
     check_prepare_args(seed=seed, image_size=image_size, workers=workers)
     t0 = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
     target = root / spec.name
+    kind = image_source or (C.FILES if not cache else C.RESIZED if image_size else C.PACKED)
     if not force and is_ready(root, spec.name):
         info = read_ready(root, spec.name) or {}
-        return PrepareReport(spec.name, "skipped", 0.0, info.get("counts", {}))
+        images = describe_images(info)
+        if not spec.generated and image_source_of(info) != kind:
+            images += f"; --force rebuilds it as {kind}"
+        return PrepareReport(spec.name, "skipped", 0.0, info.get("counts", {}), images)
     for stale in root.glob(f".tmp-{spec.name}-*"):
         shutil.rmtree(stale, ignore_errors=True)  # left behind by a killed run
     tmp = root / f".tmp-{spec.name}-{os.getpid()}"
@@ -216,15 +290,16 @@ def prepare_one(
             from umlbench.data.real import prepare_real
 
             manifest, info = prepare_real(
-                spec, root, tmp, source=source, image_size=image_size or 256, workers=workers,
-                cache=cache, progress=progress,
+                spec, root, tmp, source=source, image_source=kind,
+                image_size=image_size or 256, workers=workers, progress=progress,
             )
         counts = split_counts(manifest)
         _check_expected(spec, counts, info.get("source", spec.name))
         write_manifest(manifest, tmp / C.MANIFEST_FILE)
         files = {C.MANIFEST_FILE: sha256_file(tmp / C.MANIFEST_FILE)}
-        if info.get("cache"):
-            files[C.CACHE_FILE] = sha256_file(tmp / C.CACHE_FILE)
+        for store in (C.CACHE_FILE, C.PACK_FILE):
+            if (tmp / store).exists():
+                files[store] = sha256_file(tmp / store)
         ready = {
             "format": READY_FORMAT,
             "dataset": spec.name,
@@ -240,7 +315,8 @@ def prepare_one(
         _commit(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return PrepareReport(spec.name, "prepared", time.perf_counter() - t0, counts)
+    return PrepareReport(spec.name, "prepared", time.perf_counter() - t0, counts,
+                         describe_images(ready))
 
 
 def prepare(

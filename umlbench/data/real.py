@@ -10,29 +10,26 @@ the split counts against ``spec.expected`` and writes READY. The steps:
    downloads, or an already extracted folder, which is then used in place (nothing is copied).
    Each unpacked file leaves a marker in ``_raw/<name>/.umlbench/`` so a rerun skips it.
 2. **Parse.** ``spec.parse(raw_dir)`` reads the official annotation files into rows.
-3. **Cache.** Every image is decoded once (JPEG draft mode), converted to RGB, resized so its
-   shorter side is ``image_size`` and appended, in manifest order, to the uint8 cache.
+3. **Store.** By default every original image file is appended unchanged to one indexed pack
+   (full resolution, as the official pipeline crops from); ``resized`` decodes each image once
+   into a uint8 cache with shorter side ``image_size`` instead; ``files`` reads the originals
+   in place. See :mod:`umlbench.data.build`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import shutil
 import urllib.parse
-import warnings
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from umlbench import const as C
-from umlbench.data.cache import CacheWriter
 from umlbench.data.download import ProgressFn, download, extract, progress_task, verify_file
 from umlbench.errors import DataError, UserError
 
@@ -44,7 +41,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DOWNLOADS_DIR",
     "RAW_DIR",
-    "build_cache",
     "half_split",
     "locate",
     "obtain",
@@ -294,77 +290,7 @@ def _parse(spec: DatasetSpec, raw_dir: Path) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
-# ---- the image cache ----------------------------------------------------------------------
-
-
-def _decode(job: tuple[str, int]) -> np.ndarray | str:
-    """Worker: image file -> (H, W, 3) uint8 with shorter side ``size``; an error message on
-    failure (returned, not raised, so the parent reports it as a one-line DataError)."""
-    from PIL import Image, UnidentifiedImageError
-
-    path, size = job
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            scale = size / min(w, h)
-            tw, th = max(1, round(w * scale)), max(1, round(h * scale))
-            # JPEG only: decode at 1/2, 1/4 or 1/8 scale when that is still >= the target size.
-            # No EXIF transpose: PUMA feeds PIL's raw orientation too.
-            im.draft("RGB", (tw, th))
-            rgb = im.convert("RGB")
-            if rgb.size != (tw, th):
-                rgb = rgb.resize((tw, th), Image.Resampling.BICUBIC)
-            return np.asarray(rgb, dtype=np.uint8)
-    except FileNotFoundError:
-        return f"{path}: image file not found"
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        return f"{path}: cannot decode image ({exc})"
-
-
-def build_cache(paths: list[Path], out: Path, image_size: int, workers: int,
-                progress: ProgressFn | None = None, label: str = "cache") -> tuple[np.ndarray, ...]:
-    """Decode ``paths`` into the cache file ``out`` in order.
-
-    Args:
-        paths: N image files.
-        workers: decoding processes; <= 1 decodes in this process.
-    Returns:
-        offsets (N,) int64, heights (N,) int32, widths (N,) int32.
-    Raises:
-        DataError: naming the first image that is missing or cannot be decoded.
-    """
-    n = len(paths)
-    offsets = np.empty(n, np.int64)
-    heights = np.empty(n, np.int32)
-    widths = np.empty(n, np.int32)
-    jobs = [(str(p), image_size) for p in paths]
-    workers = max(1, min(workers, n))
-    done = 0
-    with CacheWriter(out) as writer, progress_task(label, n, callback=progress) as advance:
-
-        def consume(results: Iterable[np.ndarray | str]) -> None:
-            nonlocal done
-            for img in results:
-                if isinstance(img, str):
-                    raise DataError(img)
-                offsets[done], heights[done], widths[done] = writer.append(img)
-                done += 1
-                advance(1)
-
-        if workers > 1:
-            # spawn: safe with the threads of torch/rich in the parent (start-up ~0.3 s); unlike
-            # multiprocessing.Pool, the executor raises instead of hanging if a worker dies.
-            chunk = max(1, min(64, n // (workers * 8)))
-            pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
-            try:
-                consume(pool.map(_decode, jobs, chunksize=chunk))
-            except BrokenProcessPool:  # e.g. an unimportable __main__: go on in-process
-                warnings.warn("image decoding workers failed to start; decoding in this "
-                              "process", RuntimeWarning, stacklevel=2)
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)  # on an error: drop queued work
-        consume(map(_decode, jobs[done:]))
-    return offsets, heights, widths
+# ---- the image store ----------------------------------------------------------------------
 
 
 def _check_files(raw_dir: Path, paths: Iterable[str]) -> None:
@@ -380,29 +306,47 @@ def prepare_real(
     tmp: Path,
     *,
     source: str | None,
+    image_source: str,
     image_size: int,
     workers: int,
-    cache: bool,
     progress: ProgressFn | None = None,
 ) -> tuple[pd.DataFrame, dict]:
-    """Obtain, parse and (optionally) cache one real dataset into ``tmp``.
+    """Obtain and parse one real dataset and build its image store into ``tmp``.
 
+    Args:
+        image_source: ``packed`` (the original files in one indexed file, full resolution),
+            ``resized`` (uint8 cache, shorter side ``image_size``) or ``files`` (read the
+            original files where they are).
     Returns:
-        (manifest with the fixed schema, info for READY: source, cache, raw_dir, image_size).
+        (manifest with the fixed schema, info for READY: source, raw_dir, image_source,
+        image_size (None at full resolution), cache, and for a pack the number of images
+        decoded by PIL instead of libjpeg-turbo).
     """
+    from umlbench.data.build import build_cache, build_pack
     from umlbench.data.manifest import make_manifest
 
     raw_dir, origin, rows = obtain(spec, root, source, progress)
     if rows is None:
         rows = _parse(spec, raw_dir)
     rows = rows.assign(**{C.DATASET: spec.name})
-    if cache:
-        paths = [raw_dir / p for p in rows[C.PATH]]
+    paths = [raw_dir / p for p in rows[C.PATH]]
+    info = {"source": origin, "raw_dir": str(raw_dir), "image_source": image_source,
+            "image_size": None, "cache": image_source == C.RESIZED}
+    if image_source == C.PACKED:
+        offsets, nbytes, heights, widths, turbo = build_pack(
+            paths, tmp / C.PACK_FILE, workers, progress, label=f"pack {spec.name}")
+        rows = rows.assign(**{C.OFFSET: offsets, C.NBYTES: nbytes, C.HEIGHT: heights,
+                              C.WIDTH: widths})
+        info["pil_decoded"] = int((~turbo).sum())
+        info["pil_decoded_examples"] = [str(p) for p in rows.loc[~turbo, C.PATH].iloc[:5]]
+    elif image_source == C.RESIZED:
         offsets, heights, widths = build_cache(paths, tmp / C.CACHE_FILE, image_size, workers,
                                                progress, label=f"cache {spec.name}")
         rows = rows.assign(**{C.OFFSET: offsets, C.HEIGHT: heights, C.WIDTH: widths})
-    else:
+        info["image_size"] = image_size
+    elif image_source == C.FILES:
         _check_files(raw_dir, rows[C.PATH])
         rows = rows.assign(**{C.OFFSET: -1, C.HEIGHT: 0, C.WIDTH: 0})
-    info = {"source": origin, "cache": cache, "raw_dir": str(raw_dir), "image_size": image_size}
+    else:
+        raise UserError(f"unknown image source {image_source!r}; known: packed, resized, files")
     return make_manifest(rows), info

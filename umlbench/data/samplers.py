@@ -3,7 +3,15 @@
 Every sampler draws *global* batches from ``(seed, epoch)`` alone; under DDP each process takes
 its contiguous slice, so all-gathering the per-process embeddings rebuilds the global batch in the
 same order as a single process would see it. Each sample also gets its own augmentation seed
-(see ``data/loading.py``).
+(see ``data/loading.py``), drawn from ``(seed, epoch, step)``.
+
+``reshuffle=False`` draws the batches of epoch 0 again in every epoch (augmentations still
+change): the official code never calls ``set_epoch`` on the ``DistributedSampler`` it uses for
+IPC 0 (PUMA, Proxy-Anchor, ArcFace, ...), so those runs see one image order throughout; its
+class samplers (IPC > 0) do get ``set_epoch``.
+
+``replace_images=True`` draws a class's ``ipc`` images with replacement even when it has enough
+(the official ``UniqueClassSampler`` always does), so two views of a class can be one image.
 
     uniform  images drawn uniformly without replacement (PUMA: a shuffled DistributedSampler)
     unique   B/ipc distinct classes per batch, ipc images each (official UniqueClassSampler)
@@ -28,7 +36,7 @@ class GlobalBatchSampler(Sampler, abc.ABC):
     """Yields, per step, this process's list of ``(index, augmentation_seed)`` pairs."""
 
     def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, max_batches: int = 0) -> None:
+                 world_size: int = 1, max_batches: int = 0, reshuffle: bool = True) -> None:
         if batch_size % world_size:
             raise UserError(f"batch size {batch_size} is not divisible by {world_size} processes")
         if n < batch_size:
@@ -36,6 +44,7 @@ class GlobalBatchSampler(Sampler, abc.ABC):
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.max_batches = max_batches
+        self.reshuffle = reshuffle
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -50,7 +59,7 @@ class GlobalBatchSampler(Sampler, abc.ABC):
 
     def global_batches(self) -> list[np.ndarray]:
         """All global batches of the current epoch, each (batch_size,) int64."""
-        rng = np.random.default_rng([self.seed, self.epoch])
+        rng = np.random.default_rng([self.seed, self.epoch if self.reshuffle else 0])
         return self._draw(rng)[: self._num_batches()]
 
     @abc.abstractmethod
@@ -81,14 +90,16 @@ def _class_index(labels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     return classes, np.split(order, bounds[:-1])
 
 
-def _take(rng, members: np.ndarray, k: int) -> np.ndarray:
-    """k images of a class: without replacement when it has enough, else with (official rule)."""
-    return rng.choice(members, k, replace=len(members) < k)
+def _take(rng, members: np.ndarray, k: int, always: bool = False) -> np.ndarray:
+    """k images of a class: without replacement when it has enough, else (or ``always``) with."""
+    return rng.choice(members, k, replace=always or len(members) < k)
 
 
 class ClassUniqueSampler(GlobalBatchSampler):
-    def __init__(self, labels: np.ndarray, batch_size: int, ipc: int, **kw) -> None:
+    def __init__(self, labels: np.ndarray, batch_size: int, ipc: int,
+                 replace_images: bool = False, **kw) -> None:
         super().__init__(len(labels), batch_size, **kw)
+        self.replace_images = replace_images
         if ipc < 1 or batch_size % ipc:
             raise UserError(f"batch size {batch_size} must be a multiple of ipc {ipc}")
         self.ipc = ipc
@@ -101,14 +112,16 @@ class ClassUniqueSampler(GlobalBatchSampler):
         out = []
         for _ in range(self._num_batches()):
             chosen = rng.choice(len(self.classes), per_batch, replace=False)
-            out.append(np.concatenate([_take(rng, self.members[c], self.ipc) for c in chosen]))
+            out.append(np.concatenate([_take(rng, self.members[c], self.ipc, self.replace_images)
+                                       for c in chosen]))
         return out
 
 
 class DatasetClassBalancedSampler(GlobalBatchSampler):
     def __init__(self, labels: np.ndarray, groups: np.ndarray, batch_size: int, ipc: int,
-                 **kw) -> None:
+                 replace_images: bool = False, **kw) -> None:
         super().__init__(len(labels), batch_size, **kw)
+        self.replace_images = replace_images
         if ipc < 1 or batch_size % ipc:
             raise UserError(f"batch size {batch_size} must be a multiple of ipc {ipc}")
         self.ipc = ipc
@@ -131,17 +144,18 @@ class DatasetClassBalancedSampler(GlobalBatchSampler):
             for g, members in enumerate(self.group_members):
                 k = base + (g in bonus)
                 chosen = rng.choice(len(members), k, replace=len(members) < k)
-                parts += [_take(rng, members[c], self.ipc) for c in chosen]
+                parts += [_take(rng, members[c], self.ipc, self.replace_images) for c in chosen]
             out.append(np.concatenate(parts))
         return out
 
 
 def make_sampler(name: str, labels: np.ndarray, groups: np.ndarray, batch_size: int, ipc: int,
-                 **kw) -> GlobalBatchSampler:
+                 replace_images: bool = False, **kw) -> GlobalBatchSampler:
     if name == "uniform":
         return UniformSampler(len(labels), batch_size, **kw)
     if name == "unique":
-        return ClassUniqueSampler(labels, batch_size, ipc or 4, **kw)
+        return ClassUniqueSampler(labels, batch_size, ipc or 4, replace_images, **kw)
     if name == "dcb":
-        return DatasetClassBalancedSampler(labels, groups, batch_size, ipc or 4, **kw)
+        return DatasetClassBalancedSampler(labels, groups, batch_size, ipc or 4, replace_images,
+                                           **kw)
     raise UserError(f"unknown sampler {name!r}; known: uniform, unique, dcb")

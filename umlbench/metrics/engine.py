@@ -198,11 +198,15 @@ def evaluate(
     chunk_size: int | None = None,
     seed: int = 1234,
     progress: Callable[[int, int], None] | None = None,
+    normalize: bool = True,
 ) -> EvalResult:
     """Score embeddings per dataset and universally.
 
     Args:
-        embeddings: (N, D) float (any float or integer dtype); L2-normalised here in float64.
+        embeddings: (N, D) float (any float or integer dtype); L2-normalised here in float64
+            (cosine similarity) unless ``normalize`` is False, which ranks by the raw dot
+            product (the official PUMA scoring of un-normalised embeddings: ensembles of
+            dataset-specific models, Poincare-ball points).
         labels: (N,) class label inside each dataset: integers, integral floats or strings.
         datasets: (N,) str, dataset name per row.
         is_query, is_gallery: (N,) bool; default all True (leave-one-out).
@@ -233,7 +237,7 @@ def evaluate(
     used = np.flatnonzero(is_query | is_gallery)
     group = np.where(is_query & is_gallery, 0, np.where(is_gallery, 1, 2))[used]
     perm = used[np.lexsort((cls[used], group))]
-    x = normalise(emb, perm)
+    x = normalise(emb, perm, unit=normalize)
     cls, ds_code = cls[perm], ds_code[perm]
     isq, isg = is_query[perm], is_gallery[perm]
     norm_sq = max(float((x[i:i + 65536].astype(np.float64) ** 2).sum(1).max())

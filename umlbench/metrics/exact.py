@@ -73,19 +73,25 @@ def dot_error_bound(dim: int, mode: str, norm_sq: float = 1.0) -> float:
 
 
 def normalise(emb: np.ndarray, rows: np.ndarray | None = None,
-              chunk: int = 1 << 15) -> np.ndarray:
+              chunk: int = 1 << 15, unit: bool = True) -> np.ndarray:
     """(N, D) float array -> float32 unit rows (of ``rows``, in that order), normalised in
     float64 chunk by chunk.
 
     Each row is first divided by its largest absolute value (exact up to one rounding), so
     values near the float limits neither overflow nor underflow. NaN/inf and all-zero rows are
     a UserError that names the rows (by their index in ``emb``).
+
+    ``unit=False`` keeps the rows' lengths (raw dot-product scoring): every row is divided by
+    one common power of two, the largest absolute value rounded up, which leaves every ranking
+    of dot products unchanged and keeps float32 from overflowing. All-zero rows are then allowed.
     """
     emb = np.asarray(emb)
     rows = np.arange(len(emb)) if rows is None else np.asarray(rows)
     n = len(rows)
     out = np.empty((n, emb.shape[1]), np.float32)
     bad, zero = [], []
+    if not unit:
+        return _scaled(emb, rows, chunk, out)
     for start in range(0, n, chunk):
         block = emb[rows[start:start + chunk]].astype(np.float64)
         finite = np.isfinite(block).all(axis=1)
@@ -106,6 +112,24 @@ def normalise(emb: np.ndarray, rows: np.ndarray | None = None,
     if zero:
         raise UserError(f"embeddings contain {len(zero)} all-zero row(s) (cosine similarity is "
                         f"undefined): {_rows(zero)}")
+    return out
+
+
+def _scaled(emb: np.ndarray, rows: np.ndarray, chunk: int, out: np.ndarray) -> np.ndarray:
+    bad, peak = [], 0.0
+    for start in range(0, len(rows), chunk):
+        block = emb[rows[start:start + chunk]].astype(np.float64)
+        finite = np.isfinite(block).all(axis=1)
+        bad.extend(rows[start + np.flatnonzero(~finite)].tolist())
+        if finite.any():
+            peak = max(peak, float(np.abs(block[finite]).max()))
+    if bad:
+        raise UserError(f"embeddings contain NaN or inf in {len(bad)} row(s): {_rows(sorted(bad))}")
+    # A power of two divides exactly; the scale keeps the largest entry below 1 so that
+    # D products and their sum stay far from float32's limits.
+    scale = 2.0 ** np.ceil(np.log2(peak)) if peak > 0 else 1.0
+    for start in range(0, len(rows), chunk):
+        out[start:start + chunk] = emb[rows[start:start + chunk]].astype(np.float64) / scale
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from umlbench import const as C
@@ -34,6 +35,8 @@ class ProtocolData:
     val: pd.DataFrame | None = None
     num_classes: int = 0
     info: dict = field(default_factory=dict)
+    # Split files read (dataset -> path): their SHA-256 goes into the records' data identity.
+    split_files: dict[str, Path] = field(default_factory=dict)
 
     @property
     def datasets(self) -> list[str]:
@@ -131,6 +134,14 @@ def check_protocol_config(protocol, suite: str) -> None:
         value = getattr(protocol, field_name, None)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise UserError(f"--{field_name} must be an integer >= 1, got {value!r}")
+    # fewshot-train's own options (protocols/fewshot_train.py): never silently ignored.
+    for key, default in (("subsets", "auto"), ("exclude_train", ())):
+        value = getattr(protocol, key, default)
+        if name != "fewshot-train" and value != default:
+            raise UserError(f"protocol.{key} applies to --protocol fewshot-train, not {name!r}")
+    if getattr(protocol, "subsets", "auto") not in ("auto", "official", "seeded"):
+        raise UserError("protocol.subsets must be auto, official or seeded, got "
+                        f"{protocol.subsets!r}")
 
 
 def protocol_defaults(name: str, shots: int | None) -> dict:

@@ -229,4 +229,5 @@ def build(cfg: RunConfig, root: Path) -> ProtocolData:
         name="oodml", sources=[prep], train=train, test=test, val=val, num_classes=n_classes,
         info={"name": "oodml", "dataset": dataset, "level": lv["level"], "fid": lv["fid"],
               "split_key": lv["key"], "split_source": splits.get("source", "umlbench")},
+        split_files={dataset: split_path(root, dataset)},
     )

@@ -1,13 +1,15 @@
 """Leaderboard tables: long results frame -> aggregated table -> markdown/latex/csv/html/json.
 
 Rows are methods (``display_name``; reported reference rows are kept apart and marked), seeds
-are aggregated as mean, sample standard deviation and count. Columns are the suite's datasets,
-``universal``, ``harmonic_mean`` (of the per-dataset metric, per run, then averaged) and the
-trainable parameters. For ooDML, columns are the shift levels plus the normalised AUC, and each
-dataset's block opens with a "FID (<dataset>)" row (also given as a note, for the terminal
-view): the train/test FID of every level as the split file gives it (for imported published
-splits, the published value). Values in [0, 1] are shown in percent. The best mean of each
-column is bold.
+are aggregated as mean, sample standard deviation and count, only among runs of one config and
+data identity, each seed once (the newest record; see :mod:`umlbench.results.grouping`, which
+also labels rows that share a display name and writes ``Board.footnotes``). Columns
+are the suite's datasets, ``universal``, ``harmonic_mean`` (of the per-dataset metric, per run,
+then averaged) and the trainable parameters. For ooDML, columns are the shift levels plus the
+normalised AUC, and each dataset's block opens with a "FID (<dataset>)" row (also given as a
+note, for the terminal view): the train/test FID of every level as the split file gives it (for
+imported published splits, the published value). Values in [0, 1] are shown in percent. The
+best mean of each column is bold.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pandas as pd
 
 from umlbench.data.registry import SUITES
 from umlbench.errors import UserError
+from umlbench.results.grouping import DEFAULT_GROUP_BY, deduplicate, footnotes, row_labels
 
 __all__ = ["Board", "build_board", "build_paper_board", "paper_recall_ks", "render", "FORMATS",
            "COLUMN_TITLES", "PAPER_RECALL_KS"]
@@ -57,8 +60,12 @@ class Board:
     reported: pd.Series  # bool per row
     # Rows compared with each other (the dataset of an ooDML row); None = all rows.
     groups: pd.Series | None = None
-    # What a reader must know that the cells cannot say (e.g. a Recall@K the records lack).
+    # What a reader must know that the cells cannot say (e.g. a Recall@K the records lack;
+    # duplicates set aside, several code versions, unknown identity, pooling).
     notes: list[str] = field(default_factory=list)
+    # Where the rows come from (duplicates set aside, several code versions, unknown data
+    # identity, deliberate pooling): part of the table in every file format, unlike ``notes``.
+    footnotes: list[str] = field(default_factory=list)
     # ooDML: group -> {column: train/test FID of that level}; None elsewhere.
     fids: dict[str, dict[str, float]] | None = None
 
@@ -89,8 +96,10 @@ def _dataset_order(df: pd.DataFrame) -> list[str]:
 
 def build_board(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None = None,
                 protocol: str = "uml", methods: list[str] | None = None,
-                sort: str | None = None, dataset: str | None = None) -> Board:
-    """Aggregate the long frame into a :class:`Board` (see module docstring)."""
+                sort: str | None = None, dataset: str | None = None,
+                group_by: tuple[str, ...] = DEFAULT_GROUP_BY) -> Board:
+    """Aggregate the long frame into a :class:`Board` (see module docstring); ``group_by``
+    is :func:`umlbench.results.grouping.parse_group_by`'s tuple."""
     sel = df[(df["protocol"].fillna("uml") == protocol)]
     if suite:
         sel = sel[sel["suite"] == suite]
@@ -98,15 +107,17 @@ def build_board(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None
         sel = sel[sel["method"].isin(methods) | sel["display_name"].isin(methods)]
     sel = sel[sel["status"].isin(["completed", "reported"])]
     if protocol in ("oodml", "fewshot"):
-        return _level_board(sel, metric, dataset, sort)
+        return _level_board(sel, metric, dataset, sort, group_by)
     all_scopes = set(sel["scope"].dropna())
     sel = sel[(sel["metric"] == metric) & sel["scope"].notna()]
     if sel.empty:
         raise UserError(f"no {protocol} results with metric {metric!r}"
                         + (f" for suite {suite!r}" if suite else "")
                         + "; run `umlbench run` first or change --metric/--suite/--protocol")
+    sel, dropped = deduplicate(sel, group_by)
     sel = sel.assign(row=np.where(sel["source"] == "reported",
-                                  sel["display_name"] + REPORTED_MARK, sel["display_name"]))
+                                  sel["display_name"] + REPORTED_MARK,
+                                  row_labels(sel, group_by)))
     columns = _dataset_order(sel) + [c for c in ("universal", "harmonic_mean")
                                      if c in set(sel["scope"])]
     per_run = sel.pivot_table(index=["row", "run_id"], columns="scope", values="value",
@@ -122,11 +133,13 @@ def build_board(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None
               if d not in columns]
     notes = [f"{metric} is not in the records of {', '.join(absent)}; `--view paper` shows "
              "each dataset's own Recall@K list"] if absent else []
-    board = Board(metric, columns, mean, std, n, params, reported, notes=notes)
+    board = Board(metric, columns, mean, std, n, params, reported, notes=notes,
+                  footnotes=footnotes(sel, sel["row"], dropped, group_by))
     return _sorted(board, sort or ("harmonic_mean" if "harmonic_mean" in columns else None))
 
 
-def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str | None) -> Board:
+def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str | None,
+                 group_by: tuple[str, ...]) -> Board:
     """ooDML: rows = method x dataset, columns = levels + AUC of the universal-scope metric."""
     from umlbench.protocols.oodml_summary import normalised_auc
 
@@ -136,7 +149,10 @@ def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str 
     if sel.empty:
         raise UserError(f"no ooDML results with metric {metric!r}; run "
                         "`umlbench run --protocol oodml --level all` first")
-    sel = sel.assign(row=sel["display_name"] + " / " + sel["dataset"].astype(str),
+    sel, dropped = deduplicate(sel, group_by)
+    # Levels are the columns: a row is one config up to protocol.level, within its dataset.
+    labels = row_labels(sel, group_by, partition=["dataset"], ignore=["protocol.level"])
+    sel = sel.assign(row=labels + " / " + sel["dataset"].astype(str),
                      col="level:" + sel["level"].astype(int).astype(str))
     levels = sorted(sel["level"].dropna().astype(int).unique())
     columns = [f"level:{lv}" for lv in levels]
@@ -158,8 +174,9 @@ def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str 
     notes = [f"FID per level, {d}: " + " · ".join(f"{_title(c)} {v:.2f}" for c, v in f.items())
              for d, f in fids.items() if f]
     board = Board(metric, columns, mean, std, n, meta["trainable"].reindex(mean.index),
-                  (meta["source"] == "reported").reindex(mean.index), groups, notes=notes,
-                  fids=fids)
+                  (meta["source"] == "reported").reindex(mean.index), groups,
+                  notes=notes, fids=fids,
+                  footnotes=footnotes(sel, sel["row"], dropped, group_by))
     board = _sorted(board, sort or "auc")
     # Datasets in suite order, each a block of methods in the requested order: levels of
     # different datasets are different splits, so rows are compared only within a dataset.
@@ -194,7 +211,8 @@ def paper_recall_ks(dataset: str) -> tuple[int, ...]:
 
 
 def build_paper_board(df: pd.DataFrame, *, suite: str | None = None, protocol: str = "uml",
-                      methods: list[str] | None = None, sort: str | None = None) -> Board:
+                      methods: list[str] | None = None, sort: str | None = None,
+                      group_by: tuple[str, ...] = DEFAULT_GROUP_BY) -> Board:
     """The paper's table layout: each dataset with its own Recall@K list
     (:func:`paper_recall_ks`), then universal and harmonic mean at Recall@1.
 
@@ -204,7 +222,8 @@ def build_paper_board(df: pd.DataFrame, *, suite: str | None = None, protocol: s
     if protocol in ("oodml", "fewshot"):
         raise UserError("--view paper lays out the uml protocol's per-dataset table; ooDML "
                         "boards have one column per shift level")
-    base = build_board(df, "recall@1", suite=suite, protocol=protocol, methods=methods)
+    base = build_board(df, "recall@1", suite=suite, protocol=protocol, methods=methods,
+                       group_by=group_by)
     rows = base.rows
     by_metric = {"recall@1": base}
     columns, means, stds = [], {}, {}
@@ -217,7 +236,7 @@ def build_paper_board(df: pd.DataFrame, *, suite: str | None = None, protocol: s
             if metric not in by_metric:
                 try:
                     by_metric[metric] = build_board(df, metric, suite=suite, protocol=protocol,
-                                                    methods=methods)
+                                                    methods=methods, group_by=group_by)
                 except UserError:
                     by_metric[metric] = None  # no record has this K at all
             src = by_metric[metric]
@@ -326,6 +345,8 @@ def to_markdown(board: Board) -> str:
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in body]
+    if board.footnotes:
+        lines += [""] + [f"Note: {note}" for note in board.footnotes]
     return "\n".join(lines) + "\n"
 
 
@@ -353,6 +374,7 @@ def to_latex(board: Board) -> str:
     ]
     lines += [" & ".join(esc(c) for c in row) + " \\\\" for row in body]
     lines += ["\\bottomrule", "\\end{tabular}"]
+    lines += [f"% Note: {note}" for note in board.footnotes]
     return "\n".join(lines) + "\n"
 
 
@@ -379,7 +401,8 @@ def to_json(board: Board) -> str:
                        for c in board.columns},
             "trainable_params": _num(board.params.get(row)),
         })
-    out = {"metric": board.metric, "columns": board.columns, "rows": rows}
+    out = {"metric": board.metric, "columns": board.columns, "rows": rows,
+           "footnotes": board.footnotes}
     if board.fids:
         out["fids"] = board.fids
     return json.dumps(out, indent=2) + "\n"
@@ -408,6 +431,7 @@ th.sorted-asc::after{{content:" \\25B2"}} th.sorted-desc::after{{content:" \\25B
 <div class="scroll"><table id="board"><thead><tr>{head}</tr></thead><tbody>
 {body}
 </tbody></table></div>
+{notes}
 <script>
 document.querySelectorAll("#board th").forEach(function(th, col) {{
   th.addEventListener("click", function() {{
@@ -465,7 +489,8 @@ def to_html(board: Board) -> str:
         rows.append(f"<tr{cls}>{tds}</tr>")
     caption = (f"{html.escape(_metric_caption(board))} in percent, mean ± std over seeds; best "
                "per column in bold; italic rows are reported elsewhere, not measured.")
-    return _HTML.format(caption=caption, head=head, body="\n".join(rows))
+    notes = "".join(f"<p class=\"note\">Note: {html.escape(n)}</p>" for n in board.footnotes)
+    return _HTML.format(caption=caption, head=head, body="\n".join(rows), notes=notes)
 
 
 def _metric_caption(board: Board) -> str:

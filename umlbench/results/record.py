@@ -1,14 +1,17 @@
 """The run record: one schema-versioned JSON file per run, written atomically.
 
-The schema is the :class:`RunRecord` dataclass; :func:`validate` checks a record's types on both
-write and read, and :data:`UPGRADES` turns files written by older schema versions into the
-current one (mteb ``TaskResult`` style). A file is never overwritten: records are written to a
-temporary file and then hard-linked to their final name, which fails if the name exists.
+The format is the JSON Schema ``schemas/record.schema.json`` (validated with ``jsonschema``, on
+write and on read); :class:`RunRecord` is its in-memory form. :data:`UPGRADES` turns files
+written by older schema versions into the current one (mteb ``TaskResult`` style): what an old
+record never recorded is set to null ("unknown"), never guessed. A file is never overwritten:
+records are written to a temporary file and then hard-linked to their final name, which fails if
+the name exists.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -16,13 +19,19 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMA_VERSION", "STATUSES", "RunRecord", "RecordError", "validate", "write_record",
-           "read_record", "record_filename", "new_run_id", "UPGRADES"]
+from umlbench.results.identity import (FILE_KEYS, canonical_json, config_identity, get_dotted,
+                                       hashed_config, sha256_text)
 
-SCHEMA_VERSION = 1
+__all__ = ["SCHEMA_VERSION", "STATUSES", "RunRecord", "RecordError", "validate", "problems",
+           "schema_problems", "read_json",
+           "write_record", "read_record", "record_filename", "new_run_id", "UPGRADES",
+           "schema", "describe_error"]
+
+SCHEMA_VERSION = 2
 STATUSES = ("completed", "failed", "interrupted")
 
 
@@ -36,7 +45,9 @@ class RunRecord:
     "universal": {metric: value}, "summary": {"harmonic_mean": {...}, "arithmetic_mean": {...}}}.
     ``protocol`` = {"name": "uml" | "oodml" | "fewshot" | "fewshot-train", plus "dataset",
     "level", "fid", "shots", ... as the protocol defines}. ``params`` = {"trainable", "total",
-    "proxies", "groups"}. Metric values are floats (NaN is written as null)."""
+    "proxies", "groups"}. ``identity`` = {"config", "data", "code"} (see
+    :mod:`umlbench.results.identity`). Metric values are floats (NaN is written as null).
+    ``upgraded_from`` is the schema version of the file when it was older (not written)."""
 
     run_id: str
     method: str
@@ -53,23 +64,17 @@ class RunRecord:
     timings: dict[str, float]
     hardware: dict[str, Any]
     packages: dict[str, str]
-    git_commit: str | None
     created: str
+    identity: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     schema_version: int = SCHEMA_VERSION
+    upgraded_from: int | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
-        return _json_safe(dataclasses.asdict(self))
-
-
-_TYPES: dict[str, type | tuple] = {
-    "run_id": str, "method": str, "display_name": str, "suite": str, "seed": int,
-    "status": str, "protocol": dict, "config": dict, "backbone": str, "params": dict,
-    "metrics": dict, "harmonic_mean": (float, int, type(None)), "timings": dict,
-    "hardware": dict, "packages": dict, "git_commit": (str, type(None)), "created": str,
-    "history": list, "error": (str, type(None)), "schema_version": int,
-}
+        data = _json_safe(dataclasses.asdict(self))
+        data.pop("upgraded_from")
+        return data
 
 
 def _json_safe(obj):
@@ -84,49 +89,121 @@ def _json_safe(obj):
     return obj
 
 
-def validate(data: dict, source: str = "record") -> RunRecord:
-    """Check a record dict against the schema and return it as a :class:`RunRecord`."""
-    if not isinstance(data, dict):
-        raise RecordError(f"{source}: not a JSON object")
+@functools.cache
+def schema(name: str = "record") -> dict:
+    """The packaged JSON Schema ``schemas/<name>.schema.json``."""
+    text = resources.files("umlbench.results").joinpath(f"schemas/{name}.schema.json").read_text()
+    return json.loads(text)
+
+
+def _inline_refs(node, defs: dict):
+    """The schema with each local ``{"$ref": "#/$defs/x"}`` replaced by its definition: the
+    same schema (the definitions are not recursive), validated several times faster because
+    jsonschema no longer resolves a reference for every metric value."""
+    if isinstance(node, dict):
+        ref = node.get("$ref", "")
+        if ref.startswith("#/$defs/") and len(node) == 1:
+            return _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline_refs(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+@functools.cache
+def _validator(name: str):
+    from jsonschema import Draft202012Validator
+
+    full = schema(name)
+    return Draft202012Validator(_inline_refs(full, full.get("$defs", {})))
+
+
+def describe_error(error) -> str:
+    """One line for a ``jsonschema.ValidationError``: where, then what."""
+    path = ".".join(str(p) for p in error.absolute_path)
+    where = f"{path}: " if path else ""
+    kind, inst = error.validator, error.instance
+    if kind == "required":
+        missing = [k for k in error.validator_value if k not in inst]
+        return f"{where}missing field{'s' if len(missing) > 1 else ''} {missing}"
+    if kind == "additionalProperties" and isinstance(inst, dict):
+        known = set(error.schema.get("properties", {}))
+        extra = sorted(k for k in inst if k not in known)
+        return f"{where}unknown field{'s' if len(extra) > 1 else ''} {extra}"
+    if kind == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"{where}{json.dumps(inst)[:60]} is not {expected}"
+    if kind in ("enum", "const"):
+        allowed = error.validator_value if kind == "enum" else [error.validator_value]
+        return f"{where}{json.dumps(inst)[:60]} is not one of {allowed}"
+    return f"{where}{' '.join(error.message.split())[:200]}"
+
+
+def schema_problems(data: Any, name: str = "record") -> list[str]:
+    """Every violation of schema ``name`` by ``data``, one line each (missing fields of one
+    object are one line)."""
+    errors = sorted(_validator(name).iter_errors(data),
+                    key=lambda e: ([str(p) for p in e.absolute_path], e.validator))
+    return [describe_error(e) for e in errors]
+
+
+def _upgraded(data: dict, source: str) -> dict:
     version = data.get("schema_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise RecordError(f"{source}: missing schema_version")
     if version > SCHEMA_VERSION:
         raise RecordError(f"{source}: schema_version {version} is newer than this umlbench "
                           f"({SCHEMA_VERSION}); upgrade umlbench to read it")
+    if version < 1:
+        raise RecordError(f"{source}: schema_version {version} does not exist")
     while version < SCHEMA_VERSION:
         data = UPGRADES[version](data)
         version = data["schema_version"]
-    required = [f.name for f in dataclasses.fields(RunRecord)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    missing = [k for k in required if k not in data]
-    if missing:
-        raise RecordError(f"{source}: missing fields {missing}")
-    unknown = sorted(set(data) - set(_TYPES))
-    if unknown:
-        raise RecordError(f"{source}: unknown fields {unknown}")
-    for key, tp in _TYPES.items():
-        if key in data and not isinstance(data[key], tp) or (
-            key == "seed" and isinstance(data.get(key), bool)
-        ):
-            raise RecordError(f"{source}: field {key!r} has type {type(data[key]).__name__}")
-    if data["status"] not in STATUSES:
-        raise RecordError(f"{source}: status {data['status']!r} is not one of {STATUSES}")
-    metrics = data["metrics"]
-    if data["status"] == "completed" and not isinstance(metrics.get("per_dataset"), dict):
-        raise RecordError(f"{source}: a completed record needs metrics.per_dataset")
-    for scope, values in (metrics.get("per_dataset") or {}).items():
-        _check_values(values, f"{source}: metrics.per_dataset.{scope}")
-    _check_values(metrics.get("universal") or {}, f"{source}: metrics.universal")
-    return RunRecord(**data)
+    return data
 
 
-def _check_values(values, where: str) -> None:
-    if not isinstance(values, dict):
-        raise RecordError(f"{where} must be a mapping")
-    for k, v in values.items():
-        if v is not None and not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise RecordError(f"{where}.{k} is not a number")
+def _check(data: Any, source: str) -> tuple[list[str], dict | None]:
+    if not isinstance(data, dict):
+        return [f"{source}: not a JSON object"], None
+    try:
+        data = _upgraded(dict(data), source)
+    except RecordError as exc:
+        return [str(exc)], None
+    found = [f"{source}: {p}" for p in schema_problems(data)]
+    return found or _consistency(data, source), data
+
+
+def problems(data: Any, source: str = "record") -> list[str]:
+    """Everything wrong with a record dict (after upgrading an older schema), one line each,
+    each starting with ``source``; [] for a valid record."""
+    return _check(data, source)[0]
+
+
+def _consistency(data: dict, source: str) -> list[str]:
+    """What the schema cannot say: the config hash matches the config, the seeds agree."""
+    out = []
+    ident = data["identity"]["config"]
+    digest = sha256_text(canonical_json(hashed_config(data["config"], ident["excluded"],
+                                                      ident.get("files"))))
+    if digest != ident["sha256"]:
+        out.append(f"{source}: identity.config.sha256 {ident['sha256'][:12]}… does not match "
+                   f"the config ({digest[:12]}…); the config or the hash was edited")
+    if data["config"].get("seed") != data["seed"]:
+        out.append(f"{source}: seed {data['seed']} differs from config.seed "
+                   f"{data['config'].get('seed')}")
+    return out
+
+
+def validate(data: dict, source: str = "record") -> RunRecord:
+    """Check a record dict against the schema (upgrading older versions) and return it as a
+    :class:`RunRecord`; the first problem is raised as a one-line :class:`RecordError`."""
+    found, upgraded = _check(data, source)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise RecordError(found[0] + more)
+    version = data["schema_version"]
+    return RunRecord(**upgraded, upgraded_from=version if version < SCHEMA_VERSION else None)
 
 
 def record_filename(rec: RunRecord) -> str:
@@ -159,15 +236,44 @@ def write_record(rec: RunRecord, directory: Path) -> Path:
     return final
 
 
-def read_record(path: Path) -> RunRecord:
+def read_json(path: Path) -> Any:
     try:
-        data = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except json.JSONDecodeError as exc:
         raise RecordError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecordError(f"{path}: unreadable ({exc})") from None
-    return validate(data, str(path))
+
+
+def read_record(path: Path) -> RunRecord:
+    return validate(read_json(path), str(path))
+
+
+def _v1_to_v2(data: dict) -> dict:
+    """Schema 1 had no identity, only ``git_commit`` (``<sha>[-dirty]``). The config identity
+    is computed from the recorded config (file contents unknown); data identity and the diff
+    of a dirty tree were never recorded, so they are null."""
+    data = dict(data)
+    commit = data.pop("git_commit", None)
+    dirty = None
+    if isinstance(commit, str):
+        dirty = commit.endswith("-dirty")
+        commit = commit.removesuffix("-dirty")
+    config = data.get("config")
+    config_id = None
+    if isinstance(config, dict):
+        config_id = config_identity(
+            config, files={k: None for k in FILE_KEYS if get_dotted(config, k) is not None})
+    packages = data.get("packages") if isinstance(data.get("packages"), dict) else {}
+    data["identity"] = {
+        "config": config_id,
+        "data": None,
+        "code": {"umlbench_version": packages.get("umlbench"), "git_commit": commit,
+                 "dirty": dirty, "diff_sha256": None},
+    }
+    data["schema_version"] = 2
+    return data
 
 
 # schema_version -> function returning the record upgraded to the next version.
-UPGRADES: dict[int, Callable[[dict], dict]] = {}
+UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}

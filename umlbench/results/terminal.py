@@ -97,7 +97,9 @@ def to_rich(board: Board, width: int | None = 80, std: bool = False):
             t.add_column(columns[c][0], justify="right", no_wrap=True, min_width=widths[c])
         for i, row in enumerate(board.rows):
             style = "italic dim" if board.reported.get(row) else None
-            t.add_row(row, *[columns[c][1][i] for c in cols], style=style)
+            # Text, not markup: row labels say in brackets what sets rows apart
+            # ("PUMA [resized 256]", results/grouping.py).
+            t.add_row(Text(row), *[columns[c][1][i] for c in cols], style=style)
         return t
 
     probe = Console(width=100_000, file=_NullFile())  # measures unclamped minimum widths

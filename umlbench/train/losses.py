@@ -27,10 +27,11 @@ LossFactory = Callable[..., nn.Module]
 class CurricularFace(nn.Module):
     """CurricularFace (Huang et al. 2020) with a per-class curriculum term, as in PUMA's code.
 
-    logits = s * cos(theta_j) for easy negatives, s * cos(theta_j) * (t_y + cos(theta_j)) for
-    hard negatives (cos(theta_j) > cos(theta_y + m)), and s * cos(theta_y + m) for the target
-    (falling back to cos(theta_y) - m sin(m) past theta_y > pi - m, ArcFace-style). ``t`` is a
-    per-class EMA of the target cosine (momentum 0.99, initial 0) instead of the paper's global t.
+    logits = s * phi_y for the target, with phi_y = cos(theta_y + m) (falling back to
+    cos(theta_y) - m sin(m) past theta_y > pi - m, ArcFace-style); s * cos(theta_j) *
+    (t_y + cos(theta_j)) for hard negatives (cos(theta_j) > phi_y) and s * cos(theta_j) for the
+    others. ``t`` is a per-class EMA of the target cosine (momentum 0.99, initial 0) instead of
+    the paper's global t, read before the batch updates it (official ``losses.py`` order).
     """
 
     def __init__(self, num_classes: int, embedding_size: int, margin: float = 0.3,
@@ -47,14 +48,20 @@ class CurricularFace(nn.Module):
     def logits(self, embeddings: torch.Tensor, labels: torch.Tensor,
                update: bool = True) -> torch.Tensor:
         """(B, D), (B,) -> (B, C) scaled logits (updates ``t`` when ``update``)."""
-        # At least fp32 even under autocast: the margin arithmetic is precision-sensitive.
+        # The margin arithmetic runs in at least fp32. Under fp16 autocast F.linear itself still
+        # runs in half precision and is cast up afterwards, as the official `.float()` does.
         dtype = torch.promote_types(self.proxies.dtype, torch.float32)
         cos = F.linear(F.normalize(embeddings.to(dtype)), F.normalize(self.proxies.to(dtype)))
-        cos = cos.clamp(-1, 1)
+        cos = cos.to(dtype).clamp(-1, 1)
         target = cos.gather(1, labels[:, None])  # (B, 1)
         sin = torch.sqrt((1.0 - target**2).clamp_min(0))
         cos_tm = target * self.cos_m - sin * self.sin_m  # cos(theta_y + m)
         final_target = torch.where(target > self.threshold, cos_tm, target - self.mm)
+        # As the official forward: a negative is hard when it beats the final target logit, and
+        # it uses t as it was *before* this batch (the official update_sim runs after the loss).
+        hard = cos > final_target
+        t = self.t[labels].to(dtype)[:, None]  # a copy: the update below does not reach it
+        out = torch.where(hard, cos * (t + cos), cos).scatter(1, labels[:, None], final_target)
         if update and self.training:
             with torch.no_grad():
                 classes, inverse = labels.unique(return_inverse=True)
@@ -63,11 +70,7 @@ class CurricularFace(nn.Module):
                 means = sums / torch.bincount(inverse, minlength=len(classes)).to(dtype)
                 self.t[classes] = (self.momentum * self.t[classes]
                                    + (1 - self.momentum) * means.to(self.t.dtype))
-        hard = cos > cos_tm
-        t = self.t[labels].to(dtype)[:, None].expand_as(cos)
-        cos = torch.where(hard, cos * (t + cos), cos)
-        cos = cos.scatter(1, labels[:, None], final_target)
-        return cos * self.scale
+        return out * self.scale
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.logits(embeddings, labels), labels)
@@ -167,11 +170,10 @@ def _soft_triple(num_classes, embedding_size, centers_per_class=10, la=20.0, gam
 
 @LOSSES.register("hyp_supcon")
 def _hyp_supcon(num_classes, embedding_size, temperature=0.1, curvature=0.1):
-    from umlbench.train.hyperbolic import PoincareDistance
+    # The official pairwise-view SupCon (see supcon.py), not PML's multi-positive SupConLoss.
+    from umlbench.train.supcon import PairwiseSupCon
 
-    losses, _, _ = _pml()
-    return PMLLoss(losses.SupConLoss(temperature=temperature,
-                                     distance=PoincareDistance(curvature)))
+    return PairwiseSupCon(temperature=temperature, curvature=curvature)
 
 
 def build_loss(cfg: LossConfig, num_classes: int, embedding_size: int) -> nn.Module:

@@ -1,11 +1,13 @@
 """The shared trainer: every method trains through it.
 
 It owns the loop and everything around it: parameter groups with per-group learning-rate scales,
-step/cosine schedules with warm-up, mixed precision (bf16/fp16 on GPU, fp32 on CPU), gradient
-value clamping and norm clipping, DDP with the loss computed on the all-gathered global batch,
-a checkpoint at every epoch (model, loss, optimiser, scaler, scheduler, RNG states) from which
-``--resume`` continues exactly, evaluation every ``eval_every`` epochs with best-checkpoint
-selection, a stop with a clear message on a NaN/inf loss, and a rich progress bar.
+step/cosine/constant schedules with warm-up, mixed precision (``train.amp``: fp16 + GradScaler,
+bf16 or off on GPU; fp32 on CPU) and a separate evaluation precision (``eval.precision``),
+gradient value clamping and norm clipping, DDP with the loss computed on the all-gathered global
+batch, a checkpoint at every epoch (model, loss, optimiser, scaler, scheduler, RNG states) from
+which ``--resume`` continues exactly, evaluation after the epochs ``config.evaluation_epochs``
+lists with best-checkpoint selection, a stop with a clear message on a NaN/inf loss, and a rich
+progress bar.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from torch import nn
 from torch.utils.data import DataLoader
 
-from umlbench.config import RunConfig
+from umlbench.config import RunConfig, evaluation_epochs
 from umlbench.data.loading import ImageTable, TransformConfig, build_transform, collate, eval_loader
 from umlbench.data.samplers import make_sampler
 from umlbench.errors import UserError
 from umlbench.metrics import EvalResult, MetricSpec, evaluate
 from umlbench.train.distributed import DistInfo, barrier, gather, gather_with_grad
+from umlbench.train.precision import optimizer_step, resolve_precision
 
 __all__ = ["Trainer", "TrainingFailed", "resolve_device", "seed_everything", "FitState"]
 
@@ -96,6 +99,7 @@ class Trainer:
         self.eval_seconds = 0.0
         self.train_seconds = 0.0
         self._select_rows = None
+        self.precision = resolve_precision(cfg.train.amp, cfg.eval.precision, device)
 
     # ---- data ----------------------------------------------------------------------------
     def transform_config(self, model: nn.Module) -> TransformConfig:
@@ -113,7 +117,8 @@ class Trainer:
         sampler = make_sampler(
             t.sampler, rows["target"].to_numpy(), rows["source"].to_numpy(), t.batch_size, t.ipc,
             seed=self.cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size,
-            max_batches=t.max_steps_per_epoch,
+            max_batches=t.max_steps_per_epoch, reshuffle=t.reshuffle,
+            replace_images=t.ipc_replace,
         )
         return DataLoader(table, batch_sampler=sampler, num_workers=self.cfg.data.num_workers,
                           pin_memory=self.cfg.data.pin_memory, collate_fn=collate,
@@ -154,14 +159,6 @@ class Trainer:
         if t.scheduler == "none":
             return 1.0
         raise UserError(f"unknown scheduler {t.scheduler!r}; known: step, cosine, none")
-
-    def _amp(self) -> tuple[bool, torch.dtype | None]:
-        mode = self.cfg.train.amp
-        if not self.device.startswith("cuda") or mode == "none":
-            return False, None
-        if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
-            return True, torch.bfloat16
-        return True, torch.float16
 
     # ---- checkpoints ------------------------------------------------------------------
     @property
@@ -210,8 +207,8 @@ class Trainer:
         if proxies:
             groups["proxies"] = groups.get("proxies", []) + proxies
         opt = self._optimizer(groups)
-        use_amp, amp_dtype = self._amp()
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+        scaler = self.precision.scaler()
+        eval_after = set(evaluation_epochs(t))
         step_module = _TrainStep(model, criterion, self.dist.world_size)
         runner = step_module
         if self.dist.enabled:
@@ -250,25 +247,15 @@ class Trainer:
                 for images, targets, _ in loader:
                     images = images.to(self.device, non_blocking=True)
                     targets = targets.to(self.device, non_blocking=True)
-                    with torch.autocast(self.device.split(":")[0], dtype=amp_dtype,
-                                        enabled=use_amp):
+                    with self.precision.train_autocast():
                         total, loss = runner(images, targets)
                     if not torch.isfinite(total):
                         raise TrainingFailed(
                             f"loss became {total.item()} at epoch {epoch} step {steps}; lower "
                             "train.lr or check the data (the record is marked failed)"
                         )
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(total).backward()
-                    scaler.unscale_(opt)
-                    if t.grad_clamp > 0:  # the official element-wise clamp
-                        for p in trainable:
-                            if p.grad is not None:
-                                p.grad.clamp_(-t.grad_clamp, t.grad_clamp)
-                    if t.grad_clip_norm > 0:
-                        torch.nn.utils.clip_grad_norm_(trainable, t.grad_clip_norm)
-                    scaler.step(opt)
-                    scaler.update()
+                    optimizer_step(total, opt, scaler, trainable, t.grad_clamp,
+                                   t.grad_clip_norm)
                     loss_sum += loss.item()
                     steps += 1
                     seen += len(images) * self.dist.world_size
@@ -284,8 +271,7 @@ class Trainer:
             last = epoch + 1 == t.epochs
             # With select=last the final evaluation (by the runner) scores the last epoch, so
             # evaluating it here as well would only cost time.
-            due = (t.eval_every > 0 and (epoch + 1) % t.eval_every == 0) or last
-            if due and not (last and t.select == "last"):
+            if epoch + 1 in eval_after and not (last and t.select == "last"):
                 record.update(self._select(method, model, data, epoch))
             self.state.history.append(record)
             self.state.epoch = epoch + 1
@@ -358,27 +344,28 @@ class Trainer:
                            build_transform(self.transform_config(model), train=False))
         loader = eval_loader(table, self.cfg.eval.batch_size, self.cfg.data.num_workers,
                              self.cfg.data.pin_memory)
-        use_amp, amp_dtype = self._amp()
         out = []
         with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=self.console, transient=True,
                       disable=not (self.dist.is_main and self.console.is_terminal)) as progress:
             task = progress.add_task("embed", total=len(loader))
             for images, _, _ in loader:
-                with torch.autocast(self.device.split(":")[0], dtype=amp_dtype,
-                                    enabled=use_amp):
+                with self.precision.eval_autocast():
                     out.append(method.embed(model, images.to(self.device)).float().cpu())
                 progress.advance(task)
         model.train(was_training)
         return torch.cat(out).numpy()
 
-    def evaluate(self, method, model: nn.Module, data, rows, metrics=None) -> EvalResult:
+    def evaluate(self, method, model: nn.Module, data, rows, metrics=None,
+                 normalize: bool = True) -> EvalResult:
+        """Embed ``rows`` and score them; ``normalize=False`` ranks by the raw dot product."""
         t0 = time.perf_counter()
         spec = metrics or MetricSpec.from_names(self.cfg.eval.metrics)
         emb = self.embed(method, model, data, rows)
         res = evaluate(emb, rows["target"].to_numpy(), rows["dataset"].to_numpy(),
                        rows["is_query"].to_numpy(), rows["is_gallery"].to_numpy(),
-                       metrics=spec, device=self.device, seed=self.cfg.seed)
+                       metrics=spec, device=self.device, seed=self.cfg.seed,
+                       normalize=normalize)
         self.eval_seconds += time.perf_counter() - t0
         return res
 

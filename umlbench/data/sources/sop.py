@@ -2,6 +2,10 @@
 
 Official split (``Ebay_train.txt`` / ``Ebay_test.txt``): 59,551 images of classes 1-11,318
 train, 60,502 images of classes 11,319-22,634 test. Label = class_id - 1 (PUMA ``dataset.py``).
+
+Images are keyed by their path (``bicycle_final/111085122871_0.JPG``), not by the files'
+``image_id`` column: the official files happen to number train and test images consecutively,
+but a re-numbered copy (each file counting from 1) must prepare the same dataset.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ def _read(path: Path) -> list[list[str]]:
 
 
 def parse(raw_dir: Path) -> pd.DataFrame:
-    """``Ebay_train.txt`` + ``Ebay_test.txt`` -> manifest rows (paths like
-    ``bicycle_final/111085122871_0.JPG`` relative to the ``Stanford_Online_Products`` folder)."""
+    """``Ebay_train.txt`` + ``Ebay_test.txt`` -> manifest rows; ``image_id`` is the listed path
+    (``bicycle_final/111085122871_0.JPG``, relative to the ``Stanford_Online_Products`` folder),
+    and a path listed twice is a :class:`DataError` naming it."""
     train_txt = locate(raw_dir, "Ebay_train.txt", "Stanford_Online_Products/Ebay_train.txt",
                        dataset="Stanford Online Products")
     base = train_txt.parent
@@ -41,7 +46,7 @@ def parse(raw_dir: Path) -> pd.DataFrame:
     for split, path in ((C.TRAIN, train_txt), (C.TEST, base / "Ebay_test.txt")):
         rows = _read(path)
         frames.append(pd.DataFrame({
-            C.IMAGE_ID: [r[0] for r in rows],
+            C.IMAGE_ID: [r[3] for r in rows],
             C.PATH: [rel_path(raw_dir, base / r[3]) for r in rows],
             C.LABEL: [int(r[1]) - 1 for r in rows],
             # "bicycle_final/111085122871_0.JPG", class 1 -> "bicycle/1"

@@ -1,0 +1,144 @@
+"""``umlbench reproduce RECORD.json``: rerun a recorded run and compare its metrics.
+
+The rerun uses the record's resolved config (its seed included) as it is, with only the
+machine-specific keys replaced (``data_root``, optionally ``device``); a warning says when this
+umlbench's code identity is not the record's. Before anything runs, the
+prepared data must have the record's data identity: manifests, image source and split files are
+compared dataset by dataset and the first difference is a one-line error naming the dataset and
+both values. Checkpoints go to a temporary work dir (never resumed from); the new record goes to
+the results dir like any run's.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from umlbench import paths
+from umlbench.config import RunConfig, from_dict, to_dict
+from umlbench.env import code_identity
+from umlbench.errors import UserError
+from umlbench.results.identity import (canonical_json, code_label, config_identity,
+                                       data_differences, file_hashes, flatten, get_dotted,
+                                       hashed_config)
+from umlbench.results.record import RecordError, RunRecord, read_record
+from umlbench.runner import load_protocol, protocol_data_identity, run
+
+__all__ = ["Reproduction", "reproduce", "record_config", "metric_differences"]
+
+
+@dataclass
+class Reproduction:
+    """``differences``: (metric key, original, reproduced) for every metric that differs, keys
+    like ``per_dataset.mini-cub.recall@1``; ``compared``: how many metrics were compared."""
+
+    original: RunRecord
+    reproduced: RunRecord
+    path: Path | None
+    differences: list[tuple[str, float | None, float | None]]
+    compared: int
+    warnings: list[str]
+
+    @property
+    def identical(self) -> bool:
+        return not self.differences
+
+
+def record_config(rec: RunRecord, source: str, data_root: str | None = None,
+                  device: str | None = None) -> tuple[RunConfig, list[str]]:
+    """The record's resolved config for this machine, and warnings when this umlbench
+    resolves it to a different config identity (fields added since the record was made)."""
+    config = dict(rec.config)
+    config["data_root"] = data_root
+    if device:
+        config["device"] = device
+    try:
+        cfg = from_dict(RunConfig, config, source=f"{source} (config)")
+    except UserError as exc:
+        raise UserError(f"{exc}; this record was written by another umlbench version "
+                        f"({rec.identity['code'].get('umlbench_version')})") from None
+    warnings = []
+    ident = rec.identity["config"]
+    here = file_hashes(to_dict(cfg))
+    for key, digest in (ident.get("files") or {}).items():
+        if digest is not None and here.get(key) != digest:
+            raise UserError(f"{source}: {key} {get_dotted(rec.config, key)} has SHA-256 "
+                            f"{here.get(key) or 'none (unreadable)'} here, {digest} in the record")
+    if config_identity(to_dict(cfg), ident.get("files"))["sha256"] != ident["sha256"]:
+        old = flatten(hashed_config(rec.config, ident["excluded"], ident.get("files")))
+        new = flatten(hashed_config(to_dict(cfg), ident["excluded"], ident.get("files")))
+        changed = sorted(k for k in set(old) | set(new)
+                         if canonical_json(old.get(k)) != canonical_json(new.get(k)))
+        warnings.append("this umlbench resolves the record's config differently ("
+                        + ", ".join(changed[:5]) + (", …" if len(changed) > 5 else "")
+                        + "); the rerun may differ")
+    return cfg, warnings
+
+
+def metric_differences(a: RunRecord, b: RunRecord) -> tuple[list, int]:
+    """Metrics of ``a`` and ``b`` (and the harmonic mean) that are not exactly equal."""
+    left = flatten(a.metrics) | {"harmonic_mean": a.harmonic_mean}
+    right = flatten(b.metrics) | {"harmonic_mean": b.harmonic_mean}
+    diffs = []
+    for key in sorted(set(left) | set(right)):
+        x, y = left.get(key), right.get(key)
+        same = (x == y) or (_missing(x) and _missing(y))
+        if not same:
+            diffs.append((key, x, y))
+    return diffs, len(set(left) | set(right))
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _short(v) -> str:
+    return v if isinstance(v, str) else canonical_json(v)
+
+
+def reproduce(record_path: Path, *, data_root: str | None = None, device: str | None = None,
+              results_dir: Path | None = None, work_dir: Path | None = None,
+              console: Console | None = None) -> Reproduction:
+    """Rerun the run of ``record_path`` and compare (see module docstring)."""
+    source = str(record_path)
+    try:
+        rec = read_record(record_path)
+    except RecordError as exc:
+        raise UserError(str(exc)) from None
+    if rec.status != "completed":
+        raise UserError(f"{source}: a {rec.status} run has no metrics to reproduce")
+    if rec.identity["data"] is None:
+        raise UserError(f"{source}: written before records had a data identity (schema "
+                        f"{rec.upgraded_from or 1}), so its data cannot be checked; rerun it "
+                        "with `umlbench run` to get a record that `reproduce` accepts")
+    cfg, warnings = record_config(rec, source, data_root, device)
+    here, there = code_identity(), rec.identity["code"]
+    if code_label(here) != code_label(there):
+        warnings.append(f"the record was made by umlbench {code_label(there)}, this is "
+                        f"{code_label(here)}; metrics may differ")
+    root = paths.data_root(cfg.data_root)
+    data = load_protocol(cfg, root)
+    diffs = data_differences(rec.identity["data"], protocol_data_identity(data))
+    if diffs:
+        name, key, was, now = diffs[0]
+        raise UserError(f"{name}: the prepared data under {root} is not the record's: {key} "
+                        f"{_short(was)} (record) vs {_short(now)} (prepared)")
+    console = console or Console(stderr=True)
+    for w in warnings:
+        console.print(f"warning: {w}")
+    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="umlbench-reproduce-"))
+    try:
+        written = run(cfg, results_dir=results_dir, work_dir=work, console=console, data=data)
+    finally:
+        if not work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+    same = [(r, p) for r, p in written
+            if canonical_json(r.protocol) == canonical_json(rec.protocol)]
+    new, path = (same or written)[0]
+    differences, compared = metric_differences(rec, new)
+    return Reproduction(rec, new, path, differences, compared, warnings)
