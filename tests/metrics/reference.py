@@ -23,10 +23,16 @@ def exact_sims(ints: list[list[int]], i: int, rows) -> list[int]:
 
 
 def scaled_rows(emb) -> np.ndarray:
-    """The engine's input to raw dot-product ranking: rows divided by one power of two."""
+    """The engine's input to raw dot-product ranking: every row times the same powers of two,
+    so that entries are below 1, then the longest row at most 1 long."""
     x = np.asarray(emb, np.float64)
     peak = np.abs(x).max()
-    return (x / (2.0 ** np.ceil(np.log2(peak)) if peak > 0 else x)).astype(np.float32)
+    if peak > 0:
+        x = x * 2.0 ** -np.frexp(peak)[1]
+        longest = np.linalg.norm(x, axis=1).max()
+        if longest > 0:
+            x = x * 2.0 ** -np.frexp(longest)[1]
+    return x.astype(np.float32)
 
 
 def brute_force(emb, labels, datasets, is_query, is_gallery, ks=(1, 2, 4, 8), scope=None,

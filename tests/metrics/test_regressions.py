@@ -198,3 +198,20 @@ def test_large_classes_take_the_tiled_own_class_path(backend, monkeypatch):
             got = res.universal if scope is None else res.per_dataset[scope]
             for key in spec.retrieval_names:
                 assert got[key] == pytest.approx(ref[key], abs=1e-12), (scope, key)
+
+
+def test_raw_dot_products_above_one_rank_exactly():
+    """Unnormalised rows (the official scoring of an ensemble average) with dot products far
+    above 1: the rank resolution packs each query's values into a key that assumes [-1, 1], so
+    the rows must be scaled to length <= 1 first (with one scale, MAP@R came out 0.0033 instead
+    of 0.0042)."""
+    rng = np.random.default_rng(0)
+    emb = (rng.normal(size=(400, 64)) + 3.0) * rng.uniform(1.0, 3.0, (400, 1))
+    labels = np.repeat(np.arange(100), 4)
+    datasets = np.array(["a"] * 400)
+    spec = MetricSpec.from_names(["recall@1", "recall@2", "map@r", "r_precision"])
+    got = evaluate(emb, labels, datasets, metrics=spec, normalize=False).universal
+    ref, _ = brute_force(emb, labels, datasets, np.ones(400, bool), np.ones(400, bool),
+                         ks=(1, 2), unit=False)
+    for key in ("recall@1", "recall@2", "map@r", "r_precision"):
+        assert got[key] == pytest.approx(ref[key], abs=1e-12), key

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import math
+
 import numpy as np
 
 from umlbench.errors import UserError
@@ -81,9 +83,10 @@ def normalise(emb: np.ndarray, rows: np.ndarray | None = None,
     values near the float limits neither overflow nor underflow. NaN/inf and all-zero rows are
     a UserError that names the rows (by their index in ``emb``).
 
-    ``unit=False`` keeps the rows' lengths (raw dot-product scoring): every row is divided by
-    one common power of two, the largest absolute value rounded up, which leaves every ranking
-    of dot products unchanged and keeps float32 from overflowing. All-zero rows are then allowed.
+    ``unit=False`` keeps the rows' relative lengths (raw dot-product scoring): every row is
+    multiplied by common powers of two, so that no row is longer than 1. That leaves every
+    ranking of dot products unchanged and keeps float32 from overflowing. All-zero rows are
+    then allowed.
     """
     emb = np.asarray(emb)
     rows = np.arange(len(emb)) if rows is None else np.asarray(rows)
@@ -125,11 +128,20 @@ def _scaled(emb: np.ndarray, rows: np.ndarray, chunk: int, out: np.ndarray) -> n
             peak = max(peak, float(np.abs(block[finite]).max()))
     if bad:
         raise UserError(f"embeddings contain NaN or inf in {len(bad)} row(s): {_rows(sorted(bad))}")
-    # A power of two divides exactly; the scale keeps the largest entry below 1 so that
-    # D products and their sum stay far from float32's limits.
-    scale = 2.0 ** np.ceil(np.log2(peak)) if peak > 0 else 1.0
+    # Powers of two scale exactly. The first brings every entry below 1 (no overflow in the
+    # norms), the second every row's length to at most 1: dot products then lie in [-1, 1],
+    # as the rank resolution assumes (``ranks.py``).
+    first = math.ldexp(1.0, -math.frexp(peak)[1]) if peak > 0 else 1.0
+    longest = 0.0
     for start in range(0, len(rows), chunk):
-        out[start:start + chunk] = emb[rows[start:start + chunk]].astype(np.float64) / scale
+        block = emb[rows[start:start + chunk]].astype(np.float64) * first
+        longest = max(longest, float(np.linalg.norm(block, axis=1).max(initial=0.0)))
+        out[start:start + chunk] = block
+    if longest > 0:
+        second = math.ldexp(1.0, -math.frexp(longest)[1])
+        for start in range(0, len(rows), chunk):
+            out[start:start + chunk] = (emb[rows[start:start + chunk]].astype(np.float64)
+                                        * first * second)
     return out
 
 
