@@ -29,7 +29,7 @@ from typing import Any
 __all__ = ["RESULT_NEUTRAL", "FILE_KEYS", "canonical_json", "sha256_text", "sha256_file",
            "hashed_config", "config_identity", "config_key", "file_hashes", "rows_sha256",
            "dataset_identity", "data_identity", "data_key", "data_label", "code_label",
-           "flatten", "data_differences", "get_dotted", "image_source"]
+           "flatten", "data_differences", "get_dotted"]
 
 # Config keys (dotted) that do not change what a run computes. The seed is the one varied
 # on purpose (recorded in ``seed``); the others are where and how fast it runs.
@@ -150,30 +150,19 @@ def rows_sha256(manifest) -> str:
 FULL_RESOLUTION = ("files", "packed")
 
 
-def image_source(ready: Mapping) -> str:
-    """The image source a READY marker describes: its ``image_source`` when it names one;
-    markers written before that key existed hold the mini generator's images
-    (``generated``), a resized uint8 cache (``cache: true``: ``resized``) or nothing but the
-    original files (``files``)."""
-    kind = ready.get("image_source")
-    if isinstance(kind, str) and kind:
-        return kind
-    if ready.get("source") == "generated":
-        return "generated"
-    return "resized" if ready.get("cache") else "files"
-
-
 def dataset_identity(ready: Mapping, rows_hash: str | None, split_file: Path | None = None,
                      *, kind: str | None = None, image_size: int | None = None) -> dict:
     """Identity of one prepared dataset from its READY marker (``data/prepare.py``).
 
     ``kind``/``image_size``: the prepared dataset's own account of its image source (its
     ``Prepared.image_source``/``image_size``) when it gives one; otherwise they are read from
-    READY (:func:`image_source`; full-resolution sources have no size)."""
+    READY (``data.prepare.image_source_of``; full-resolution sources have no size)."""
     files = dict(ready.get("sha256") or {})
     manifest = files.pop("manifest.parquet", None)
     if kind is None:
-        kind = image_source(ready)
+        from umlbench.data.prepare import image_source_of  # lazy: records load without data code
+
+        kind = image_source_of(dict(ready))
         image_size = None if kind in FULL_RESOLUTION else ready.get("image_size")
     return {
         "manifest_sha256": manifest,
