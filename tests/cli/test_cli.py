@@ -178,7 +178,7 @@ def test_list_and_info_tell_the_truth_at_80_and_120_columns(env_root, monkeypatc
 
     from rich.console import Console
 
-    import umlbench.cli as cli_module
+    import umlbench.cli.data as cli_module
     from umlbench import paths
     from umlbench.data.prepare import read_ready
     from umlbench.data.registry import suite_datasets
