@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -247,7 +248,7 @@ def evaluate(embeddings, as_json, device, metrics, backend):
 
 
 def _fmt(v) -> str:
-    return "–" if v is None or v != v else f"{100 * v:.2f}"
+    return "–" if v is None or math.isnan(v) else f"{100 * v:.2f}"
 
 
 @cli.command()
