@@ -138,7 +138,8 @@ def test_cars_import_errors_name_the_problem(cars, tmp_path):
 
 
 def test_leaderboard_shows_the_published_fids(cars, tmp_path):
-    from umlbench.results.leaderboard import build_board, render
+    from umlbench.results.formats import render
+    from umlbench.results.leaderboard import build_board
     from umlbench.results.store import load_store
     from umlbench.runner import run
 

@@ -7,8 +7,9 @@ import pytest
 
 from tests.results.test_record import CODE, data_block, make_record
 from umlbench.errors import UserError
+from umlbench.results.formats import render
 from umlbench.results.grouping import parse_group_by
-from umlbench.results.leaderboard import build_board, render
+from umlbench.results.leaderboard import build_board
 from umlbench.results.store import records_frame
 
 

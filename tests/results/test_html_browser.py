@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.results.test_terminal import NAMES, _records
-from umlbench.results.leaderboard import build_board, render
+from umlbench.results.formats import render
+from umlbench.results.leaderboard import build_board
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(n)), None)

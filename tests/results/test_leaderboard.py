@@ -20,7 +20,8 @@ import pytest
 
 from tests.results.test_record import make_record
 from umlbench.errors import UserError
-from umlbench.results.leaderboard import build_board, render
+from umlbench.results.formats import render
+from umlbench.results.leaderboard import build_board
 from umlbench.results.record import RunRecord, write_record
 from umlbench.results.store import load_reference, load_store, records_frame
 

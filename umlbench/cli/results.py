@@ -42,8 +42,9 @@ _RESULTS_HELP = ("Folder of run records, searched recursively, with reported row
 def leaderboard(fmt, metric, view, show_std, suite, protocol, dataset, methods, sort, out_file,
                 results_dir, no_reference, group_by):
     """Aggregate run records into a leaderboard table."""
+    from umlbench.results.formats import render
     from umlbench.results.grouping import parse_group_by
-    from umlbench.results.leaderboard import build_board, build_paper_board, render
+    from umlbench.results.leaderboard import build_board, build_paper_board
     from umlbench.results.store import load_store
     from umlbench.results.terminal import to_rich
 

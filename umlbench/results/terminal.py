@@ -15,8 +15,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from umlbench.results.leaderboard import (Board, _best, _cell_parts, _metric_short, _params,
-                                          _title)
+from umlbench.results.formats import _best, _cell_parts, _params
+from umlbench.results.leaderboard import Board, _metric_short, _title
 
 __all__ = ["SHORT_TITLES", "to_rich"]
 
