@@ -102,3 +102,15 @@ def test_committed_off_the_shelf_record_reproduces_exactly(env_root):
     res = CliRunner().invoke(cli, ["reproduce", str(path)])
     assert res.exit_code == 0, res.output
     assert "identical: all" in res.stdout
+
+
+def test_cpu_rerun_uses_the_records_thread_count():
+    """Float sums depend on how many threads split them: the rerun takes the record's count."""
+    from types import SimpleNamespace
+
+    from umlbench.reproduce import record_threads
+
+    rec = SimpleNamespace(hardware={"torch_threads": 1, "device": "cpu"})
+    assert record_threads(rec, None) == 1
+    assert record_threads(rec, "cuda") is None
+    assert record_threads(SimpleNamespace(hardware={"device": "cpu"}), None) is None

@@ -6,7 +6,9 @@ umlbench's code identity is not the record's. Before anything runs, the
 prepared data must have the record's data identity: manifests, image source and split files are
 compared dataset by dataset and the first difference is a one-line error naming the dataset and
 both values. Checkpoints go to a temporary work dir (never resumed from); the new record goes to
-the results dir like any run's.
+the results dir like any run's. On CPU the rerun uses the record's number of torch threads
+(``hardware.torch_threads``): float sums are split differently with another count, so a run is
+bit-exact only with the same one.
 """
 
 from __future__ import annotations
@@ -80,6 +82,14 @@ def record_config(rec: RunRecord, source: str, data_root: str | None = None,
     return cfg, warnings
 
 
+def record_threads(rec: RunRecord, device: str | None) -> int | None:
+    """The torch thread count to rerun ``rec`` with: the record's, for a CPU run (None: keep)."""
+    hw = rec.hardware or {}
+    n = hw.get("torch_threads")
+    on_cpu = str(device or hw.get("device") or "cpu").startswith("cpu")
+    return int(n) if on_cpu and isinstance(n, int) and n >= 1 else None
+
+
 def metric_differences(a: RunRecord, b: RunRecord) -> tuple[list, int]:
     """Metrics of ``a`` and ``b`` (and the harmonic mean) that are not exactly equal."""
     left = flatten(a.metrics) | {"harmonic_mean": a.harmonic_mean}
@@ -132,9 +142,16 @@ def reproduce(record_path: Path, *, data_root: str | None = None, device: str | 
     for w in warnings:
         console.print(f"warning: {w}")
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="umlbench-reproduce-"))
+    threads = record_threads(rec, device)
+    import torch
+
+    before = torch.get_num_threads()
     try:
+        if threads:
+            torch.set_num_threads(threads)
         written = run(cfg, results_dir=results_dir, work_dir=work, console=console, data=data)
     finally:
+        torch.set_num_threads(before)
         if not work_dir:
             shutil.rmtree(work, ignore_errors=True)
     same = [(r, p) for r, p in written
