@@ -4,11 +4,14 @@
     python benchmarks/gpu_check.py --device cpu --steps 2 --batch 4 --image 64 --knn 20000
 
 1. Training throughput: PUMA and full fine-tuning (CurricularFace) on ViT-S/16 at 224 px with
-   mixed precision, ``--steps`` steps of ``--batch`` random images; prints images/s and the peak
-   GPU memory of each.
-2. The evaluation engine's k-NN path on the device at ``--knn`` embeddings (comma-separated
-   sizes, e.g. 146665,1000000), universal scope: seconds, peak memory, and the CPU/GPU
-   difference of every metric on the first size.
+   the trainer's precision path (``--amp``, default fp16 autocast + GradScaler as the official
+   code and the ``uml`` suite), ``--steps`` steps of ``--batch`` random images; then the
+   embeddings of one batch in fp32 (``eval.precision``). Prints images/s, peak GPU memory and the
+   dtypes seen.
+2. The evaluation engine on the device at ``--knn`` embeddings (comma-separated sizes, e.g.
+   146665,1000000), universal scope: seconds, peak memory; on the first size every metric is
+   compared with the CPU engine for equality (exact, not approximate), and once on a tie-heavy
+   input (identical embeddings: the tie rule decides every rank).
 Prints one JSON object per measurement.
 """
 
@@ -25,11 +28,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def _train_throughput(method: str, device: str, steps: int, batch: int, image: int) -> dict:
+def _train_throughput(method: str, device: str, steps: int, batch: int, image: int,
+                      amp: str) -> dict:
     from baselines.common import EmbeddingNet
     from methods.puma.model import PumaModel
     from umlbench.models.backbones import create_backbone
     from umlbench.train.losses import CurricularFace
+    from umlbench.train.precision import optimizer_step, resolve_precision
 
     backbone = create_backbone("vit_small_patch16_224", pretrained=False, img_size=image)
     model = PumaModel(backbone) if method == "puma" else EmbeddingNet(backbone, 128)
@@ -37,8 +42,9 @@ def _train_throughput(method: str, device: str, steps: int, batch: int, image: i
     loss_fn = CurricularFace(15952, 128).to(device)
     params = [p for p in model.parameters() if p.requires_grad] + list(loss_fn.parameters())
     opt = torch.optim.AdamW(params, lr=1e-4)
+    prec = resolve_precision(amp, "fp32", device)
+    scaler = prec.scaler()
     cuda = device.startswith("cuda")
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
     x = torch.randn(batch, 3, image, image, device=device)
     y = torch.randint(0, 15952, (batch,), device=device)
     if cuda:
@@ -48,27 +54,28 @@ def _train_throughput(method: str, device: str, steps: int, batch: int, image: i
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-        with torch.autocast(device.split(":")[0], dtype=dtype, enabled=cuda):
+        with prec.train_autocast():
             emb = model(x)
-        loss = loss_fn(emb.float(), y)
-        aux = model.aux_loss() if hasattr(model, "aux_loss") else None
-        if aux is not None:
-            loss = loss + aux
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for p in params:
-            if p.grad is not None:
-                p.grad.clamp_(-1, 1)
-        opt.step()
+            loss = loss_fn(emb, y)
+            aux = model.aux_loss() if hasattr(model, "aux_loss") else None
+            if aux is not None:
+                loss = loss + aux
+        optimizer_step(loss, opt, scaler, params, grad_clamp=1.0)
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
+    model.eval()
+    with torch.no_grad(), prec.eval_autocast():
+        eval_dtype = str(model(x[:8]).dtype)
     return {"measure": "train", "method": method, "device": device, "batch": batch,
-            "image": image, "steps": steps, "images_per_s": steps * batch / seconds,
+            "image": image, "steps": steps, "amp": prec.train, "train_dtype": str(emb.dtype),
+            "eval_dtype": eval_dtype, "scaler": prec.uses_scaler,
+            "final_loss": float(loss.detach()), "images_per_s": steps * batch / seconds,
             "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
 
 
 def _knn(device: str, sizes: list[int]) -> list[dict]:
+    import numpy as np
     from _universal_data import universal_embeddings
 
     from umlbench.metrics import MetricSpec, evaluate
@@ -78,18 +85,30 @@ def _knn(device: str, sizes: list[int]) -> list[dict]:
     for i, n in enumerate(sizes):
         emb, labels, datasets, q, g = universal_embeddings(n, 128)
         if device.startswith("cuda"):
+            torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         res = evaluate(emb, labels, datasets, q, g, metrics=spec, device=device)
         row = {"measure": "knn", "device": device, "n": len(emb), "seconds":
                time.perf_counter() - t0, "backend": res.backend,
+               "universal": res.universal,
                "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30
                if device.startswith("cuda") else None}
         if i == 0 and device != "cpu":
+            t1 = time.perf_counter()
             ref = evaluate(emb, labels, datasets, q, g, metrics=spec, device="cpu")
-            row["max_abs_diff_vs_cpu"] = max(
-                abs(ref.universal[k] - res.universal[k]) for k in spec.names())
+            row["cpu_seconds"] = time.perf_counter() - t1
+            row["identical_to_cpu"] = (ref.universal == res.universal
+                                       and ref.per_dataset == res.per_dataset)
         out.append(row)
+    if device != "cpu":  # ties: identical rows, so only the tie rule (gallery index) decides
+        labels = np.array([1, 0, 0, 1, 0, 1, 0, 1, 0, 1] * 30)
+        emb = np.ones((len(labels), 16))
+        datasets = np.array(["a"] * len(labels))
+        a = evaluate(emb, labels, datasets, metrics=spec, device="cpu").universal
+        b = evaluate(emb, labels, datasets, metrics=spec, device=device).universal
+        out.append({"measure": "ties", "device": device, "identical_to_cpu": a == b,
+                    "recall@1": b.get("recall@1", b.get("precision@1"))})
     return out
 
 
@@ -100,10 +119,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=180)
     ap.add_argument("--image", type=int, default=224)
     ap.add_argument("--knn", default="146665,1000000")
+    ap.add_argument("--amp", default="fp16", choices=["fp16", "bf16", "off"])
     args = ap.parse_args()
     for method in ("puma", "finetune"):
         print(json.dumps(_train_throughput(method, args.device, args.steps, args.batch,
-                                           args.image)), flush=True)
+                                           args.image, args.amp)), flush=True)
     sizes = [int(s) for s in args.knn.split(",") if s]
     for row in _knn(args.device, sizes):
         print(json.dumps(row), flush=True)
