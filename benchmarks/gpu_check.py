@@ -45,6 +45,10 @@ def _train_throughput(method: str, device: str, steps: int, batch: int, image: i
     prec = resolve_precision(amp, "fp32", device)
     scaler = prec.scaler()
     cuda = device.startswith("cuda")
+    seen = {}
+    head = getattr(model, "head", None)
+    if head is not None:  # the last matmul's dtype (the L2 normalisation after it runs in fp32)
+        head.register_forward_hook(lambda m, i, o: seen.__setitem__("head", str(o.dtype)))
     x = torch.randn(batch, 3, image, image, device=device)
     y = torch.randint(0, 15952, (batch,), device=device)
     if cuda:
@@ -64,52 +68,58 @@ def _train_throughput(method: str, device: str, steps: int, batch: int, image: i
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
+    train_head = seen.get("head")
     model.eval()
     with torch.no_grad(), prec.eval_autocast():
         eval_dtype = str(model(x[:8]).dtype)
     return {"measure": "train", "method": method, "device": device, "batch": batch,
-            "image": image, "steps": steps, "amp": prec.train, "train_dtype": str(emb.dtype),
+            "image": image, "steps": steps, "amp": prec.train, "head_dtype_in_training": train_head,
+            "embedding_dtype": str(emb.dtype),
             "eval_dtype": eval_dtype, "scaler": prec.uses_scaler,
             "final_loss": float(loss.detach()), "images_per_s": steps * batch / seconds,
             "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
 
 
-def _knn(device: str, sizes: list[int]) -> list[dict]:
+def _knn(device: str, sizes: list[int], compare: bool = True):
+    """Yields one row per size as soon as it is measured, then the CPU comparisons."""
     import numpy as np
     from _universal_data import universal_embeddings
 
     from umlbench.metrics import MetricSpec, evaluate
 
     spec = MetricSpec(nmi=False, f1=False)
-    out = []
-    for i, n in enumerate(sizes):
-        emb, labels, datasets, q, g = universal_embeddings(n, 128)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        res = evaluate(emb, labels, datasets, q, g, metrics=spec, device=device)
-        row = {"measure": "knn", "device": device, "n": len(emb), "seconds":
-               time.perf_counter() - t0, "backend": res.backend,
-               "universal": res.universal,
-               "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30
-               if device.startswith("cuda") else None}
-        if i == 0 and device != "cpu":
-            t1 = time.perf_counter()
-            ref = evaluate(emb, labels, datasets, q, g, metrics=spec, device="cpu")
-            row["cpu_seconds"] = time.perf_counter() - t1
-            row["identical_to_cpu"] = (ref.universal == res.universal
-                                       and ref.per_dataset == res.per_dataset)
-        out.append(row)
     if device != "cpu":  # ties: identical rows, so only the tie rule (gallery index) decides
         labels = np.array([1, 0, 0, 1, 0, 1, 0, 1, 0, 1] * 30)
         emb = np.ones((len(labels), 16))
         datasets = np.array(["a"] * len(labels))
         a = evaluate(emb, labels, datasets, metrics=spec, device="cpu").universal
         b = evaluate(emb, labels, datasets, metrics=spec, device=device).universal
-        out.append({"measure": "ties", "device": device, "identical_to_cpu": a == b,
-                    "recall@1": b.get("recall@1", b.get("precision@1"))})
-    return out
+        yield {"measure": "ties", "device": device, "identical_to_cpu": a == b,
+               "recall@1": b["recall@1"]}
+    first = None
+    for n in sizes:
+        t0 = time.perf_counter()
+        data = universal_embeddings(n, 128)
+        made = time.perf_counter() - t0
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        res = evaluate(*data, metrics=spec, device=device)
+        yield {"measure": "knn", "device": device, "n": len(data[0]),
+               "seconds": time.perf_counter() - t0, "data_seconds": made,
+               "backend": res.backend, "universal": res.universal,
+               "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30
+               if device.startswith("cuda") else None}
+        if first is None:
+            first = (data, res)
+    if compare and device != "cpu" and first is not None:
+        (data, res) = first
+        t0 = time.perf_counter()
+        ref = evaluate(*data, metrics=spec, device="cpu")
+        yield {"measure": "knn-vs-cpu", "n": len(data[0]), "cpu_seconds":
+               time.perf_counter() - t0, "identical_to_cpu": ref.universal == res.universal
+               and ref.per_dataset == res.per_dataset}
 
 
 def main() -> None:
@@ -120,12 +130,15 @@ def main() -> None:
     ap.add_argument("--image", type=int, default=224)
     ap.add_argument("--knn", default="146665,1000000")
     ap.add_argument("--amp", default="fp16", choices=["fp16", "bf16", "off"])
+    ap.add_argument("--steps-only", action="store_true", help="skip the k-NN part")
+    ap.add_argument("--knn-only", action="store_true", help="skip the training part")
+    ap.add_argument("--no-compare", action="store_true", help="no CPU comparison at the first size")
     args = ap.parse_args()
-    for method in ("puma", "finetune"):
+    for method in () if args.knn_only else ("puma", "finetune"):
         print(json.dumps(_train_throughput(method, args.device, args.steps, args.batch,
                                            args.image, args.amp)), flush=True)
-    sizes = [int(s) for s in args.knn.split(",") if s]
-    for row in _knn(args.device, sizes):
+    sizes = [] if args.steps_only else [int(s) for s in args.knn.split(",") if s]
+    for row in _knn(args.device, sizes, compare=not args.no_compare):
         print(json.dumps(row), flush=True)
 
 

@@ -127,10 +127,14 @@ def test_fp16_training_step_and_fp32_evaluation_on_gpu(vit_s):
     x = torch.randn(4, 3, 224, 224, device="cuda")
     y = torch.arange(4, device="cuda")
     before = model.head.weight.detach().clone()
+    seen = []
+    model.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     for _ in range(5):  # the scaler may skip its first steps (overflow at scale 2**16)
         with prec.train_autocast():
             emb = model(x)
-            assert emb.dtype == torch.float16
+            # The matmuls run in fp16; autocast runs the L2 normalisation after them in fp32.
+            assert seen[-1] == torch.float16
+            assert emb.dtype == torch.float32
             loss = loss_fn(emb, y) + model.aux_loss()
         optimizer_step(loss, opt, scaler, params, grad_clamp=1.0)
         assert torch.isfinite(loss)
