@@ -68,9 +68,16 @@ def test_every_metric_matches_brute_force(problem):
         return  # the engine rejects a dataset with fewer than two samples (tested elsewhere)
     res = evaluate(emb, labels, datasets, isq, isg, metrics=spec, backend=backend,
                    chunk_size=chunk)
+    _assert_matches_reference(res, problem, emb, unit=True)
+
+
+def _assert_matches_reference(res, problem, emb, unit):
+    """Every scope's every retrieval metric equals the brute-force reference's."""
+    _, labels, datasets, isq, isg, spec, backend, _ = problem
     ks = spec.recall_ks or (1,)
     for scope in [None, *np.unique(datasets)]:
-        ref, excluded = brute_force(emb, labels, datasets, isq, isg, ks=ks, scope=scope)
+        ref, excluded = brute_force(emb, labels, datasets, isq, isg, ks=ks, scope=scope,
+                                    unit=unit)
         got = res.universal if scope is None else res.per_dataset[scope]
         assert got["num_excluded_queries"] == excluded
         for key in spec.retrieval_names:
@@ -94,14 +101,4 @@ def test_raw_dot_product_scoring_matches_brute_force(problem, log_scale):
     emb = np.asarray(emb, np.float64) * lengths * 10.0**log_scale
     res = evaluate(emb, labels, datasets, isq, isg, metrics=spec, backend=backend,
                    chunk_size=chunk, normalize=False)
-    ks = spec.recall_ks or (1,)
-    for scope in [None, *np.unique(datasets)]:
-        ref, excluded = brute_force(emb, labels, datasets, isq, isg, ks=ks, scope=scope,
-                                    unit=False)
-        got = res.universal if scope is None else res.per_dataset[scope]
-        assert got["num_excluded_queries"] == excluded
-        for key in spec.retrieval_names:
-            if np.isnan(ref[key]):
-                assert np.isnan(got[key]), (scope, key)
-            else:
-                assert got[key] == pytest.approx(ref[key], abs=1e-12), (scope, key, backend)
+    _assert_matches_reference(res, problem, emb, unit=False)

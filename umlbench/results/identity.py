@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RESULT_NEUTRAL", "FILE_KEYS", "canonical_json", "sha256_text", "sha256_file",
+__all__ = ["RESULT_NEUTRAL", "FILE_KEYS", "canonical_json", "sha256_text",
            "hashed_config", "config_identity", "config_key", "file_hashes", "rows_sha256",
            "dataset_identity", "data_identity", "data_key", "data_label", "code_label",
            "flatten", "data_differences", "get_dotted"]
@@ -52,14 +52,6 @@ def canonical_json(obj: Any) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def sha256_file(path: Path, chunk: int = 2**22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _pop(tree: dict, dotted: str) -> None:
@@ -110,6 +102,8 @@ def _copy_tree(node):
 
 def file_hashes(config: Mapping) -> dict[str, str | None]:
     """SHA-256 of each file a :data:`FILE_KEYS` entry of ``config`` names (None if unreadable)."""
+    from umlbench.data.prepare import sha256_file  # lazy: records load without data code
+
     out: dict[str, str | None] = {}
     for key in FILE_KEYS:
         path = get_dotted(config, key)
@@ -157,11 +151,11 @@ def dataset_identity(ready: Mapping, rows_hash: str | None, split_file: Path | N
     ``kind``/``image_size``: the prepared dataset's own account of its image source (its
     ``Prepared.image_source``/``image_size``) when it gives one; otherwise they are read from
     READY (``data.prepare.image_source_of``; full-resolution sources have no size)."""
+    from umlbench.data.prepare import image_source_of, sha256_file  # lazy, as above
+
     files = dict(ready.get("sha256") or {})
     manifest = files.pop("manifest.parquet", None)
     if kind is None:
-        from umlbench.data.prepare import image_source_of  # lazy: records load without data code
-
         kind = image_source_of(dict(ready))
         image_size = None if kind in FULL_RESOLUTION else ready.get("image_size")
     return {
