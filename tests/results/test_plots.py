@@ -318,3 +318,23 @@ def test_a_method_has_the_same_colour_in_the_datasets_and_params_figures():
               for c in build_figure(df, "params").axes[0].containers
               if isinstance(c, ErrorbarContainer)}
     assert points and all(bars[k] == v for k, v in points.items())
+
+
+def test_fewshot_protocol_keeps_adaptation_and_few_shot_training_apart():
+    """A folder holding ooDML few-shot records and PUMA's fewshot-train records: --protocol
+    draws one of them, with its own x-axis, and is refused for other kinds."""
+    train = [make_record(method="puma", display="PUMA (adapters only)", seed=0, trainable=10,
+                         universal=0.4 + 0.02 * k, run_id=f"puma-train-k{k}",
+                         protocol={"name": "fewshot-train", "shots": k})
+             for k in (1, 2, 4, 8, 16)]
+    df = records_frame(_fewshot() + _uml() + train)
+    fig = build_figure(df, "fewshot", protocol="fewshot-train")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "Training images per class (K)"
+    [line] = ax.lines  # the ablation-looking label is kept: it is alone in its protocol
+    assert list(line.get_xdata()) == [1, 2, 4, 8, 16]
+    assert list(line.get_ydata()) == pytest.approx([42.0, 44.0, 48.0, 56.0, 72.0])
+    fig = build_figure(df, "fewshot", protocol="fewshot")
+    assert "shots" in fig.axes[0].get_xlabel() and len(fig.axes[0].lines) == 3
+    with pytest.raises(UserError, match="--kind fewshot"):
+        build_figure(df, "shift", protocol="fewshot")

@@ -94,13 +94,19 @@ def leaderboard(fmt, metric, view, show_std, suite, protocol, dataset, methods, 
 @click.option("--results-dir", type=click.Path(file_okay=False), default=None,
               cls=PathHelpOption, help=_RESULTS_HELP)
 @click.option("--no-reference", is_flag=True, help="Hide reported (non-measured) rows.")
-def plot(kind, metric, suite, dataset, methods, ablations, out_file, results_dir, no_reference):
+@click.option("--protocol", type=click.Choice(["fewshot", "fewshot-train"]), default=None,
+              help="--kind fewshot: only ooDML few-shot adaptation, or only PUMA's few-shot "
+              "training (default: both).")
+def plot(kind, metric, suite, dataset, methods, ablations, out_file, results_dir, no_reference,
+         protocol):
     """Publication-quality figures from run records (PNG/SVG)."""
     from umlbench.results.grouping import deduplicate, mixed_data
     from umlbench.results.plots import check_target, plot_kind
     from umlbench.results.store import load_store
 
     check_target(Path(out_file))
+    if protocol and kind != "fewshot":
+        raise UserError("--protocol applies to --kind fewshot")
     df = load_store(Path(results_dir) if results_dir else paths.default_results_dir(),
                     include_reference=not no_reference,
                     warn=lambda m: click.echo(f"warning: {m}", err=True))
@@ -113,7 +119,7 @@ def plot(kind, metric, suite, dataset, methods, ablations, out_file, results_dir
         console.print(f"note: {name} pools runs of different data identities; "
                       "`umlbench leaderboard` shows them apart", markup=False)
     written = plot_kind(df, kind, Path(out_file), metric=metric, suite=suite, dataset=dataset,
-                        methods=list(methods) or None, ablations=ablations)
+                        methods=list(methods) or None, ablations=ablations, protocol=protocol)
     for path in written:
         console.print(f"wrote {path}", markup=False, highlight=False)
 

@@ -45,6 +45,7 @@ __all__ = ["KINDS", "ablation_labels", "build_figure", "check_target", "datasets
            "fewshot_figure", "metric_label", "params_figure", "plot_kind", "shift_figure"]
 
 
+FEWSHOT_PROTOCOLS = ("fewshot", "fewshot-train")
 KINDS: dict[str, Callable[..., Figure]] = {"datasets": datasets_figure, "params": params_figure,
                                            "shift": shift_figure, "fewshot": fewshot_figure}
 
@@ -65,11 +66,20 @@ def check_target(out: Path) -> list[Path]:
 
 def build_figure(df: pd.DataFrame, kind: str, *, metric: str = "recall@1",
                  suite: str | None = None, dataset: str | None = None,
-                 methods: list[str] | None = None, ablations: bool = False) -> Figure:
+                 methods: list[str] | None = None, ablations: bool = False,
+                 protocol: str | None = None) -> Figure:
     """The Figure for ``kind`` (see :data:`KINDS`), built with the publication style; ablation
-    rows only with ``ablations`` or when named in ``methods``."""
+    rows only with ``ablations`` or when named in ``methods``. ``protocol`` (kind ``fewshot``
+    only: "fewshot" or "fewshot-train") draws that protocol's records alone, so that ooDML
+    few-shot adaptation and PUMA's few-shot training, whose x-axes mean different things, are
+    never mixed in one figure."""
     if kind not in KINDS:
         raise UserError(f"unknown plot kind {kind!r}; known: {', '.join(KINDS)}")
+    if protocol is not None:
+        if kind != "fewshot" or protocol not in FEWSHOT_PROTOCOLS:
+            raise UserError(f"--protocol applies to --kind fewshot, as one of "
+                            f"{', '.join(FEWSHOT_PROTOCOLS)}")
+        df = df[df["protocol"] == protocol]
     if not ablations:
         df = main_methods(df, methods)
     kwargs = {"suite": suite, "methods": methods} | (
@@ -80,7 +90,8 @@ def build_figure(df: pd.DataFrame, kind: str, *, metric: str = "recall@1",
 
 def plot_kind(df: pd.DataFrame, kind: str, out: Path, *, metric: str = "recall@1",
               suite: str | None = None, dataset: str | None = None,
-              methods: list[str] | None = None, ablations: bool = False) -> list[Path]:
+              methods: list[str] | None = None, ablations: bool = False,
+              protocol: str | None = None) -> list[Path]:
     """Draw ``kind`` from ``df`` and write it to ``out``; returns the written paths.
 
     ``out`` with suffix ``.png`` (300 dpi) or ``.svg`` writes that file; without a suffix both
@@ -92,7 +103,7 @@ def plot_kind(df: pd.DataFrame, kind: str, out: Path, *, metric: str = "recall@1
     out = Path(out)
     targets = check_target(out)
     fig = build_figure(df, kind, metric=metric, suite=suite, dataset=dataset, methods=methods,
-                       ablations=ablations)
+                       ablations=ablations, protocol=protocol)
     out.parent.mkdir(parents=True, exist_ok=True)
     with matplotlib.rc_context(_RC):
         for path in targets:
