@@ -370,3 +370,17 @@ def test_cli_paper_view_prints_notes_on_stderr(tmp_path):
     assert res.exit_code == 0, res.output
     assert res.stdout.startswith("| Method | Seeds | mini-CUB R@1 |")
     assert res.stderr.count("note: ") == 2 and "mini-sop: R@10, R@100, R@1000" in res.stderr
+
+
+def test_fewshot_board_has_one_row_per_support_size():
+    """One few-shot run writes a record per (level, shots): the board never averages shots."""
+    recs = [make_record(method="puma", display="PUMA", universal=0.5 + 0.01 * k + 0.1 * lv,
+                        run_id=f"puma-l{lv}-k{k}",
+                        protocol={"name": "fewshot", "dataset": "mini-cub", "level": lv,
+                                  "shots": k, "fid": 10.0 * lv})
+            for lv in (1, 2) for k in (2, 5, 10)]
+    board = build_board(records_frame(recs), protocol="fewshot")
+    assert sorted(board.rows) == ["PUMA / mini-cub / 10-shot", "PUMA / mini-cub / 2-shot",
+                                  "PUMA / mini-cub / 5-shot"]
+    assert board.mean.loc["PUMA / mini-cub / 5-shot", "level:2"] == pytest.approx(0.75)
+    assert (board.n == 1).all()

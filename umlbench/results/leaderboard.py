@@ -156,7 +156,12 @@ def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str 
     sel, dropped = deduplicate(sel, group_by)
     # Levels are the columns: a row is one config up to protocol.level, within its dataset.
     labels = row_labels(sel, group_by, partition=["dataset"], ignore=["protocol.level"])
-    sel = sel.assign(row=labels + " / " + sel["dataset"].astype(str),
+    # Few-shot records of one run differ only in their support size: one row per size, never
+    # an average over sizes.
+    shots = pd.to_numeric(sel["shots"], errors="coerce")
+    per_size = np.where(shots.notna(), " / " + shots.fillna(0).astype(int).astype(str) + "-shot",
+                        "")
+    sel = sel.assign(row=labels + " / " + sel["dataset"].astype(str) + per_size,
                      col="level:" + sel["level"].astype(int).astype(str))
     levels = sorted(sel["level"].dropna().astype(int).unique())
     columns = [f"level:{lv}" for lv in levels]
