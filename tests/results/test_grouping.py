@@ -148,3 +148,19 @@ def test_plot_counts_each_seed_once_and_says_so(tmp_path):
     res = CliRunner().invoke(cli, ["plot", "--kind", "datasets", "--results-dir", str(tmp_path),
                                    "--out", str(tmp_path / "fig.png")])
     assert "note: PUMA pools runs of different data identities" in res.stderr
+
+
+def test_figures_warn_only_when_one_point_pools_several_data_identities():
+    from umlbench.results.grouping import mixed_data
+
+    resized = make_record(seed=0, run_id="a", display="PUMA",
+                          data=data_block(kind="resized", image_size=256))
+    packed = make_record(seed=1, run_id="b", display="PUMA",
+                         data=data_block(kind="packed", image_size=None))
+    assert mixed_data(records_frame([resized, packed])) == ["PUMA"]
+    # ooDML levels are different splits, so different data by design: no warning.
+    levels = [make_record(seed=0, run_id=f"l{lv}", display="PUMA",
+                          data=data_block(kind="resized", image_size=256, manifest=f"m{lv}"),
+                          protocol={"name": "oodml", "dataset": "mini-cub", "level": lv})
+              for lv in (1, 2)]
+    assert mixed_data(records_frame(levels + [resized])) == []

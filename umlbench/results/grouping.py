@@ -191,8 +191,11 @@ def footnotes(df: pd.DataFrame, rows: pd.Series, dropped: list[str],
 
 
 def mixed_data(df: pd.DataFrame) -> list[str]:
-    """Display names whose runs in ``df`` have more than one data identity (a figure that draws
-    one line or bar per display name pools them)."""
+    """Display names whose runs in ``df`` have more than one data identity for the same point
+    of a figure (protocol, dataset, level, shots): a figure that draws one line or bar per
+    display name pools them. Different ooDML levels or datasets are different data by design."""
     runs = _runs(df)
-    counts = runs.groupby("display_name")["data_id"].nunique()
-    return sorted(str(n) for n in counts[counts > 1].index)
+    point = [c for c in ("protocol", "dataset", "level", "shots") if c in runs.columns]
+    counts = runs.groupby(["display_name", *point], dropna=False)["data_id"].nunique()
+    mixed = counts[counts > 1].reset_index()["display_name"]
+    return sorted({str(n) for n in mixed})
