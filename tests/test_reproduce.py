@@ -76,8 +76,10 @@ def test_other_prepared_data_is_refused_naming_dataset_and_hashes(env_root, tmp_
 
 
 def test_records_without_identity_or_metrics_are_refused(env_root, tmp_path):
-    old = next(p for p in sorted(COMMITTED.glob("*.json"))
-               if json.loads(p.read_text())["schema_version"] == 1)
+    from tests.results.test_record import _schema_1
+
+    old = tmp_path / "old.json"  # as umlbench wrote records before identity existed
+    old.write_text(json.dumps(_schema_1()))
     _one_error(CliRunner().invoke(cli, ["reproduce", str(old)]),
                str(old), "written before records had a data identity (schema 1)")
     from tests.results.test_record import make_record
