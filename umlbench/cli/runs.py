@@ -18,6 +18,18 @@ from umlbench.cli_util import PathHelpOption, check_run_input, plain_table
 from umlbench.errors import UserError
 
 
+def _output_dirs(fn):
+    """--results-dir and --work-dir, shared by `run` and `sweep`."""
+    fn = click.option("--work-dir", type=click.Path(file_okay=False), default=None,
+                      cls=PathHelpOption,
+                      help="Checkpoints go to DIR/<run>-<config hash>/ until its run completes "
+                      "(default DIR: <data root>/runs, now {work}).")(fn)
+    return click.option("--results-dir", type=click.Path(file_okay=False), default=None,
+                        cls=PathHelpOption,
+                        help="Records go to DIR/<suite>/<run id>.json (default DIR: {results})."
+                        )(fn)
+
+
 @cli.command(context_settings={"ignore_unknown_options": False})
 @click.option("--method", required=True, help="Method name (see `umlbench list methods`).")
 @click.option("--suite", default="mini", show_default=True)
@@ -36,12 +48,7 @@ from umlbench.errors import UserError
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N.")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, cls=PathHelpOption,
               help="Data root (default: $UMLBENCH_DATA or ~/.cache/umlbench; now {data}).")
-@click.option("--results-dir", type=click.Path(file_okay=False), default=None,
-              cls=PathHelpOption,
-              help="Records go to DIR/<suite>/<run id>.json (default DIR: {results}).")
-@click.option("--work-dir", type=click.Path(file_okay=False), default=None, cls=PathHelpOption,
-              help="Checkpoints go to DIR/<run>-<config hash>/ until the run completes "
-              "(default DIR: <data root>/runs, now {work}).")
+@_output_dirs
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of this config.")
 @click.option("--keep-checkpoints", is_flag=True,
               help="Keep the checkpoints of a completed run (default: deleted once its record "
@@ -161,12 +168,7 @@ def _print_record(record, path: Path) -> None:
 @click.option("--wait", is_flag=True, help="With submitit: wait for the jobs and report.")
 @click.option("--rerun", is_flag=True, help="Run jobs that already have a completed record.")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
-@click.option("--results-dir", type=click.Path(file_okay=False), default=None,
-              cls=PathHelpOption,
-              help="Records go to DIR/<suite>/<run id>.json (default DIR: {results}).")
-@click.option("--work-dir", type=click.Path(file_okay=False), default=None, cls=PathHelpOption,
-              help="Checkpoints go to DIR/<run>-<config hash>/ until each run completes "
-              "(default DIR: <data root>/runs, now {work}).")
+@_output_dirs
 @click.option("--keep-checkpoints", is_flag=True,
               help="Keep the checkpoints of completed runs.")
 def sweep(methods, seeds, suite, config_file, overrides, executor, slurm_opts, folder, wait,
