@@ -79,6 +79,13 @@ def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, 
 @click.option("--removal-rule", type=click.Choice(["official", "monotone"]), default="official",
               show_default=True, help="Class removal: as released (remove when a swap does not "
               "lower the FID) or umlbench's monotone reading (remove when it does not raise it).")
+@click.option("--removal-pairing", type=click.Choice(["aligned", "released"]), default="aligned",
+              show_default=True, help="Where removal starts: the last swap split with its own "
+              "class means, or as the released create_dataset_splits.py (the class means after "
+              "one more swap iteration paired with the names of key 48).")
+@click.option("--class-order", type=click.Choice(["official", "label"]), default=None,
+              help="Each side's starting class order: official (class names sorted as text, as "
+              "split_helpers; the official schedules' default) or label (the fid schedule's).")
 @click.option("--backbone", default=None,
               help="Feature backbone for the FID (default: resnet50.tv_in1k; mini: its ViT).")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
@@ -92,8 +99,8 @@ def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, 
 @click.option("--seed", type=_SEED, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
-def prepare_splits(protocol, datasets, suite, schedule, levels, removal_rule, backbone, weights,
-                   import_file, source, seed, device, data_root):
+def prepare_splits(protocol, datasets, suite, schedule, levels, removal_rule, removal_pairing,
+                   class_order, backbone, weights, import_file, source, seed, device, data_root):
     """Build ooDML shift splits (or import the published ones) and write split files."""
     from umlbench.data.registry import DATASETS, suite_datasets
 
@@ -132,7 +139,9 @@ def prepare_splits(protocol, datasets, suite, schedule, levels, removal_rule, ba
         for name in names:
             console.print(f"{name}: extracting features and building splits ...")
             written.append(build_splits(root, name, levels=levels, schedule=schedule,
-                                        removal_rule=removal_rule, backbone=backbone,
+                                        removal_rule=removal_rule,
+                                        removal_pairing=removal_pairing,
+                                        class_order=class_order, backbone=backbone,
                                         weights=weights, seed=seed, device=device))
     for path in written:
         data = load_splits(root, path.stem)

@@ -31,6 +31,7 @@ from umlbench.protocols.base import ProtocolData
 from umlbench.protocols.oodml_episodes import EPISODES, SHOTS, eval_rows, make_episodes
 from umlbench.protocols.oodml_splits import (
     OFFICIAL_SCHEDULES,
+    REMOVAL_PAIRINGS,
     REMOVAL_RULES,
     auto_splits,
     official_splits,
@@ -39,11 +40,45 @@ from umlbench.protocols.uml import unify_train
 
 __all__ = ["SPLIT_FORMAT", "SPLIT_VERSION", "SCHEDULES", "split_path", "load_splits",
            "write_splits", "available_levels", "class_features", "prepare_splits", "build",
-           "level_entry", "SHOTS", "EPISODES"]
+           "level_entry", "SHOTS", "EPISODES", "CLASS_ORDERS", "OFFICIAL_CLASS_KEYS",
+           "initial_sides"]
 
 SPLIT_FORMAT = "umlbench-oodml-splits"
 SPLIT_VERSION = 2  # 2: schedule, removal_rule, class-split episodes ("support_classes")
 SCHEDULES = ("official", "fid")
+CLASS_ORDERS = ("official", "label")
+
+
+def _folder_key(manifest: pd.DataFrame) -> pd.Series:
+    """Per label: the class folder name of the Revisiting-DML/ooDML layout (CUB
+    ``001.Black_footed_Albatross``; Cars ``Ram C-V Cargo Van Minivan 2012``, '/' as '-')."""
+    return manifest.groupby(C.LABEL)[C.CLASS_NAME].first().astype(str).str.replace("/", "-")
+
+
+def _product_key(manifest: pd.DataFrame) -> pd.Series:
+    """Per label: the SOP product id, the file-name prefix (``111085122871_0.JPG``)."""
+    prefix = manifest[C.PATH].map(lambda p: Path(p).name.split("_")[0])
+    return prefix.groupby(manifest[C.LABEL]).first()
+
+
+# How the official get_features names a class (split_helpers.py:48-51): the image folder for
+# CUB/Cars, the product id for SOP. Each side starts as np.unique of these names, i.e. sorted
+# as text (split_helpers.py:53-56); mini datasets use their folder-style class names.
+OFFICIAL_CLASS_KEYS = {"cub": _folder_key, "cars": _folder_key, "sop": _product_key}
+
+
+def initial_sides(labels: np.ndarray, train_labels: set[int], keys: dict[int, str] | None
+                  ) -> tuple[list[int], list[int]]:
+    """Each side's starting list of positions into ``labels`` (the class-mean table's rows):
+    sorted by the official class name ``keys[label]`` as text when given (``class_order=
+    official``), else by label (``class_order=label``). Swapping and removal work on list
+    positions, so this order changes the removal levels."""
+    pos = {int(lab): i for i, lab in enumerate(labels)}
+    tr = [int(lab) for lab in labels if int(lab) in train_labels]
+    te = [int(lab) for lab in labels if int(lab) not in train_labels]
+    if keys is not None:
+        tr, te = (sorted(side, key=lambda lab: str(keys[lab])) for side in (tr, te))
+    return [pos[lab] for lab in tr], [pos[lab] for lab in te]
 DEFAULT_BACKBONE = "resnet50.tv_in1k"  # torchvision's ImageNet ResNet-50, as the reference
 
 
@@ -139,13 +174,17 @@ def resolve_schedule(dataset: str, schedule: str | None, levels: int | None) -> 
 
 def prepare_splits(root: Path, dataset: str, *, levels: int | None = None,
                    schedule: str | None = None, removal_rule: str = "official",
+                   removal_pairing: str = "aligned", class_order: str | None = None,
                    backbone: str | None = None, weights: str | None = None,
                    resize_ratio: float | None = None, seed: int = 0, device: str = "cpu",
                    val_fraction: float = 0.255) -> Path:
     """Build and write the split file of ``dataset``; returns its path.
 
     ``val_fraction``: share of a level's train classes held out as ``split_val`` (the
-    official Cars files hold 25 of 98)."""
+    official Cars files hold 25 of 98). ``removal_pairing``: see
+    :mod:`umlbench.protocols.oodml_splits` (``released`` reproduces the released script).
+    ``class_order``: each side's starting order, ``official`` (class names sorted as text, the
+    default of the official schedules) or ``label`` (the default elsewhere)."""
     from umlbench.data.registry import DATASETS
     from umlbench.models.backbones import MINI_BACKBONE
 
@@ -153,20 +192,27 @@ def prepare_splits(root: Path, dataset: str, *, levels: int | None = None,
     if removal_rule not in REMOVAL_RULES:
         raise UserError(f"unknown removal rule {removal_rule!r}; known: "
                         f"{', '.join(REMOVAL_RULES)}")
+    if removal_pairing not in REMOVAL_PAIRINGS:
+        raise UserError(f"unknown removal pairing {removal_pairing!r}; known: "
+                        f"{', '.join(REMOVAL_PAIRINGS)}")
+    order = class_order or ("official" if sched == "official" else "label")
+    if order not in CLASS_ORDERS:
+        raise UserError(f"unknown class order {order!r}; known: {', '.join(CLASS_ORDERS)}")
     prep = load_prepared(root, dataset)
     mini = DATASETS.get(dataset).suite == "mini"
     name = backbone or (MINI_BACKBONE if mini else DEFAULT_BACKBONE)
     ratio = resize_ratio if resize_ratio is not None else (1.0 if mini else 256 / 224)
     labels, feats = class_features(prep, _backbone(name, weights), ratio, device=device)
     m = prep.manifest
-    train_labels = set(m.loc[m[C.SPLIT] == C.TRAIN, C.LABEL])
-    pos = {int(lab): i for i, lab in enumerate(labels)}
-    train = [pos[c] for c in sorted(train_labels)]
-    test = [i for i, lab in enumerate(labels) if int(lab) not in train_labels]
+    train_labels = {int(c) for c in m.loc[m[C.SPLIT] == C.TRAIN, C.LABEL]}
+    keys = None
+    if order == "official":
+        keys = OFFICIAL_CLASS_KEYS.get(dataset, _folder_key)(m).to_dict()
+    train, test = initial_sides(labels, train_labels, keys)
     try:
         if sched == "official":
             chosen = official_splits(feats, train, test, OFFICIAL_SCHEDULES[dataset],
-                                     removal_rule)
+                                     removal_rule, removal_pairing)
         else:
             chosen = auto_splits(feats, train, test, levels or 8, removal_rule)
     except ValueError as exc:
@@ -188,7 +234,8 @@ def prepare_splits(root: Path, dataset: str, *, levels: int | None = None,
             "episodes": make_episodes(rng, dataset, by_class, te),
         })
     return write_splits(root, dataset, out_levels, backbone=name, seed=seed, source="umlbench",
-                        schedule=sched, removal_rule=removal_rule)
+                        schedule=sched, removal_rule=removal_rule,
+                        removal_pairing=removal_pairing, class_order=order)
 
 
 def level_entry(splits: dict, level: int) -> dict:

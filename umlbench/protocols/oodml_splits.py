@@ -14,10 +14,20 @@ recorded (key = iteration x swaps per iteration) *before* that iteration's swaps
 Removal, as released: after an iteration's swaps the FID is recomputed; if it did not drop
 (``adjusted >= fid``) the swaps are undone and the picked classes are *removed* from both
 sides, otherwise the swaps are kept (``rule="official"``). ``rule="monotone"`` is umlbench's
-earlier reading (keep swaps that raise the FID, remove when they do not). Deliberate departures
-from the released script, which has bugs: the removal starts from the last recorded swap split
-with *its* features (the script pairs the features after one more iteration with the class
-lists of key 48, and needs key 48, which its SOP settings never record).
+earlier reading (keep swaps that raise the FID, remove when they do not).
+
+Where removal starts (``pairing``): ``"aligned"`` (umlbench's default) starts from the last
+recorded swap split with *its* class means; ``"released"`` reproduces
+``create_dataset_splits.py:121-125``, which pairs the class means after one more swap iteration
+(its ``final_feats`` aliases the lists that the last iteration swaps in place) with the class
+*names* of key 48: rankings and FIDs are then computed on features that, at the last
+iteration's picked positions, belong to other classes than the names carried along. The
+script needs key 48, which its SOP settings never record; umlbench uses the last swap key.
+
+Class lists are position lists, so the order a side starts in matters (removal deletes
+positions, the pick history remembers positions): the official code starts each side as
+``np.unique(classnames)``, the class folder names sorted as text (``split_helpers.py:53-56``);
+the caller orders ``train``/``test`` (:func:`umlbench.protocols.oodml.initial_sides`).
 """
 
 from __future__ import annotations
@@ -28,9 +38,11 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["frechet_distance", "Split", "swap_splits", "removal_splits", "select_levels",
-           "Schedule", "OFFICIAL_SCHEDULES", "official_splits", "auto_splits", "REMOVAL_RULES"]
+           "Schedule", "OFFICIAL_SCHEDULES", "official_splits", "official_pool", "auto_splits",
+           "REMOVAL_RULES", "REMOVAL_PAIRINGS"]
 
 REMOVAL_RULES = ("official", "monotone")
+REMOVAL_PAIRINGS = ("aligned", "released")
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray, form: str = "auto") -> float:
@@ -125,9 +137,11 @@ def _ranking(feats: np.ndarray, train: list[int], test: list[int], inverse: bool
     return (r_tr[::-1], r_te[::-1]) if inverse else (r_tr, r_te)
 
 
-def _iterate(feats, train, test, per_iter, picker, inverse):
+def _iterate(feats, train, test, per_iter, picker, inverse, names=None):
     """One iteration of swaps, in place; returns the picked (train, test) positions or None
-    when no position could be picked at all."""
+    when no position could be picked at all. ``train``/``test`` index the rows of ``feats``
+    the ranking reads; ``names`` (train, test), if given, are swapped at the same positions
+    (the class lists the official code carries beside its feature lists)."""
     r_tr, r_te = (r.tolist() for r in _ranking(feats, train, test, inverse))
     picked = []
     for k in range(per_iter):
@@ -136,6 +150,9 @@ def _iterate(feats, train, test, per_iter, picker, inverse):
             return None  # nothing pickable (the official code fails here)
         p, q = pair
         train[p], test[q] = test[q], train[p]
+        if names is not None:
+            n_tr, n_te = names
+            n_tr[p], n_te[q] = n_te[q], n_tr[p]
         picked.append(pair)
     return picked
 
@@ -150,6 +167,12 @@ def swap_splits(feats: np.ndarray, train: list[int], test: list[int], iterations
     """``split_maker``: the split before each of ``iterations`` swap iterations (key 0 = the
     given split). FIDs are computed for every key, or only for ``fid_keys`` (swapping never
     reads them)."""
+    return _swap_run(feats, train, test, iterations, per_iter, history, inverse, fid_keys)[0]
+
+
+def _swap_run(feats, train, test, iterations, per_iter, history, inverse=False, fid_keys=None):
+    """``swap_splits`` plus the (train, test) lists after the last iteration's swaps (the
+    state the released script's ``final_feats`` holds)."""
     wanted = None if fid_keys is None else set(fid_keys)
     train, test = list(train), list(test)
     picker = _Picker(history)
@@ -160,46 +183,53 @@ def swap_splits(feats: np.ndarray, train: list[int], test: list[int], iterations
         out.append(Split(key, list(train), list(test), fid))
         if _iterate(feats, train, test, per_iter, picker, inverse) is None:
             break
-    return out
+    return out, train, test
 
 
 def removal_splits(feats: np.ndarray, train: list[int], test: list[int], iterations: int,
                    per_iter: int, history: int, rule: str = "official", until: str | None = None,
-                   min_classes: int = 1) -> list[Split]:
+                   min_classes: int = 1,
+                   features: tuple[list[int], list[int]] | None = None) -> list[Split]:
     """``split_maker_with_class_removal`` from the given split: keys "R<i x per_iter>", each
     recorded before its iteration. ``until``: stop after recording that key. ``min_classes``
-    (umlbench's guard, 1 = none): stop before a removal would leave a side with fewer."""
+    (umlbench's guard, 1 = none): stop before a removal would leave a side with fewer.
+    ``features``: the (train, test) rows of ``feats`` the ranking and FID read, position by
+    position, when they are not those of ``train``/``test`` (the released pairing, see the
+    module docstring); the recorded splits always list ``train``/``test``."""
     if rule not in REMOVAL_RULES:
         raise ValueError(f"unknown removal rule {rule!r}; use one of {REMOVAL_RULES}")
     train, test = list(train), list(test)
+    f_tr, f_te = (list(train), list(test)) if features is None else map(list, features)
+    if (len(f_tr), len(f_te)) != (len(train), len(test)):
+        raise ValueError("features must pair every position of train and test")
     picker = _Picker(history)
     out: list[Split] = []
     fid = None
     for i in range(iterations):
         if fid is None:
-            fid = _fid(feats, train, test)
+            fid = _fid(feats, f_tr, f_te)
         key = f"R{i * per_iter}"
         out.append(Split(key, list(train), list(test), fid))
         if key == until:
             break
-        old = (list(train), list(test))
-        picked = _iterate(feats, train, test, per_iter, picker, False)
+        old = (list(train), list(test), list(f_tr), list(f_te))
+        picked = _iterate(feats, f_tr, f_te, per_iter, picker, False, names=(train, test))
         if picked is None:
             break
-        adjusted = _fid(feats, train, test)
+        adjusted = _fid(feats, f_tr, f_te)
         remove = adjusted >= fid if rule == "official" else adjusted <= fid
         if not remove:
             fid = adjusted
             continue
-        train, test = old
+        train, test, f_tr, f_te = old
         drop_tr = sorted({p for p, _ in picked}, reverse=True)
         drop_te = sorted({q for _, q in picked}, reverse=True)
         if min(len(train) - len(drop_tr), len(test) - len(drop_te)) < min_classes:
             break
         for p in drop_tr:
-            del train[p]
+            del train[p], f_tr[p]
         for q in drop_te:
-            del test[q]
+            del test[q], f_te[q]
         fid = None
     return out
 
@@ -233,27 +263,45 @@ OFFICIAL_SCHEDULES: dict[str, Schedule] = {
 }
 
 
-def official_splits(feats: np.ndarray, train: list[int], test: list[int], schedule: Schedule,
-                    rule: str = "official") -> list[Split]:
-    """The splits of an official table, in level order (FIDs only where needed)."""
+def official_pool(feats: np.ndarray, train: list[int], test: list[int], schedule: Schedule,
+                  rule: str = "official", pairing: str = "aligned",
+                  levels_only: bool = True) -> dict[str, Split]:
+    """Every split the official driver records, by key: swaps ("0".."48"), removal ("R0"..)
+    and, where the table has them, inverse swaps ("-2"..). ``train``/``test``: each side's
+    class positions in the official starting order. ``levels_only``: compute FIDs only for
+    the table's levels and stop removal at its last level (what :func:`official_splits`
+    needs); else every key with its FID."""
+    if pairing not in REMOVAL_PAIRINGS:
+        raise ValueError(f"unknown removal pairing {pairing!r}; use one of {REMOVAL_PAIRINGS}")
     want = set(schedule.levels)
-    swap_keys = {k for k in want if not k.startswith(("R", "-"))}
+    swap_keys = {k for k in want if not k.startswith(("R", "-"))} if levels_only else None
     easy_keys = {k for k in want if k.startswith("-")}
     removal_keys = [k for k in schedule.levels if k.startswith("R")]
-    hard = swap_splits(feats, train, test, schedule.n_swaps, schedule.swaps_iter,
-                       schedule.history, fid_keys=swap_keys)
+    hard, last_tr, last_te = _swap_run(feats, train, test, schedule.n_swaps, schedule.swaps_iter,
+                                       schedule.history, fid_keys=swap_keys)
     pool = {s.key: s for s in hard}
-    if removal_keys:
+    if removal_keys or not levels_only:
         start = pool.get(schedule.removal_start)
         if start is not None:
-            until = max(removal_keys, key=lambda k: int(k[1:]))
+            until = max(removal_keys, key=lambda k: int(k[1:])) if levels_only else None
+            # released: the features after the last swap iteration, the names of its key
+            features = (last_tr, last_te) if pairing == "released" else None
             for s in removal_splits(feats, start.train, start.test, schedule.n_swaps + 10,
-                                    schedule.swaps_iter, schedule.history, rule, until=until):
+                                    schedule.swaps_iter, schedule.history, rule, until=until,
+                                    features=features):
                 pool.setdefault(s.key, s)
     if easy_keys:
         for s in swap_splits(feats, train, test, schedule.n_swaps - 10, schedule.swaps_iter,
-                             schedule.easy_history, inverse=True, fid_keys=easy_keys):
+                             schedule.easy_history, inverse=True,
+                             fid_keys=easy_keys if levels_only else None):
             pool.setdefault(s.key, s)  # the script keeps the hard split under key 0
+    return pool
+
+
+def official_splits(feats: np.ndarray, train: list[int], test: list[int], schedule: Schedule,
+                    rule: str = "official", pairing: str = "aligned") -> list[Split]:
+    """The splits of an official table, in level order (FIDs only where needed)."""
+    pool = official_pool(feats, train, test, schedule, rule, pairing)
     missing = [k for k in schedule.levels if k not in pool]
     if missing:
         raise ValueError(f"splits {missing} were not reached (too few classes to swap)")
