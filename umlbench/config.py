@@ -41,6 +41,12 @@ SUITE_CONFIG_DIR = Path(__file__).parent / "configs"
 AMP_MODES = ("fp16", "bf16", "off")
 EVAL_PRECISIONS = ("fp32", "fp16", "bf16")
 EVAL_RULES = ("every", "official")
+# ooDML few-shot switches (umlbench.protocols.fewshot / fewshot_adapt); first = default.
+FEWSHOT_BASES = ("selected", "final")
+FINETUNE_SUPPORT = ("augmented", "cached")
+FINETUNE_SAMPLERS = ("replacement", "unique")
+FINETUNE_MINERS = ("official", "pml")
+FEWSHOT_CLUSTERS = ("support", "query")
 
 
 def _check_choice(key: str, value: str, known: tuple[str, ...]) -> None:
@@ -139,12 +145,33 @@ class ProtocolConfig:
     episodes: int = 10  # fewshot: episodes per shot count (at most the split file's)
     finetune_iterations: int = 0  # fewshot: adaptation steps; 0 = ooDML's (1000 / 1500)
     finetune_lr: float = 0.0  # fewshot: Adam lr of the adaptation; 0 = 10 x train.lr (ooDML)
+    # fewshot: the base model adapted: selected (best validation epoch) | final (the released
+    # script's, whose best_weights alias the live parameters)
+    fewshot_base: str = "selected"
+    # fewshot adaptation, as the official scripts by default (see protocols/fewshot_adapt.py):
+    # support images augmented at every step | cached un-augmented features
+    finetune_support: str = "augmented"
+    finetune_views: int = 0  # augmented: 0 = fresh every step; N = N views per image, drawn
+    finetune_sampler: str = "replacement"  # replacement (class_random_sampler) | unique
+    finetune_miner: str = "official"  # official (batchminer/distance.py) | pml
+    # fewshot NMI/F1: k = number of support classes (official) | query classes
+    fewshot_clusters: str = "support"
     # fewshot-train: the K-shot subsets: official (imported pickles) | seeded | auto (official
     # where imported, else seeded)
     subsets: str = "auto"
     # fewshot-train: datasets evaluated but not trained on (the official few-shot code adds no
     # Aircraft images)
     exclude_train: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_choice("protocol.fewshot_base", self.fewshot_base, FEWSHOT_BASES)
+        _check_choice("protocol.finetune_support", self.finetune_support, FINETUNE_SUPPORT)
+        _check_choice("protocol.finetune_sampler", self.finetune_sampler, FINETUNE_SAMPLERS)
+        _check_choice("protocol.finetune_miner", self.finetune_miner, FINETUNE_MINERS)
+        _check_choice("protocol.fewshot_clusters", self.fewshot_clusters, FEWSHOT_CLUSTERS)
+        if not isinstance(self.finetune_views, int) or self.finetune_views < 0:
+            raise UserError(f"protocol.finetune_views must be an integer >= 0, got "
+                            f"{self.finetune_views!r}")
 
 
 @dataclass(frozen=True, kw_only=True)

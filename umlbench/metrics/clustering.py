@@ -24,10 +24,12 @@ def kmeans_assign(x: np.ndarray, k: int, seed: int = 1234, niter: int = 20,
     return kmeans(x, k, seed=seed, niter=niter, device=device, mode=mode, norm_sq=norm_sq)
 
 
-def cluster_scores(searcher, cls: np.ndarray, rows: np.ndarray, metrics, seed: int) -> dict:
-    """NMI and/or F1 of the rows ``rows`` of the searcher's embeddings, k = their classes."""
+def cluster_scores(searcher, cls: np.ndarray, rows: np.ndarray, metrics, seed: int,
+                   k: int | None = None) -> dict:
+    """NMI and/or F1 of the rows ``rows`` of the searcher's embeddings; k = their number of
+    classes unless given (capped at the number of rows)."""
     classes = cls[rows]
-    k = len(np.unique(classes))
+    k = len(np.unique(classes)) if k is None else max(1, min(int(k), len(rows)))
     # The assignment needs only the best centroid, and a point rarely has a second one within
     # the bf16 bound, so one bf16 part (a third of the matmul) is enough where bf16 is fast.
     mode = "bf16" if searcher.mode == "bf16x3" else searcher.mode

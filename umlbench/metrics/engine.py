@@ -199,6 +199,7 @@ def evaluate(
     seed: int = 1234,
     progress: Callable[[int, int], None] | None = None,
     normalize: bool = True,
+    n_clusters: int | None = None,
 ) -> EvalResult:
     """Score embeddings per dataset and universally.
 
@@ -213,6 +214,8 @@ def evaluate(
         metrics: which metrics; device: "cpu" or "cuda[:i]"; backend: force a search backend
             (``knn.BACKENDS``); chunk_size: rows per similarity block (tests use tiny ones).
         progress: called with (blocks done, total) during each search.
+        n_clusters: k of the NMI/F1 k-means; default the number of classes scored (ooDML's
+            few-shot episodes on SOP use the number of support classes instead).
     """
     t0 = time.perf_counter()
     emb = np.asarray(embeddings)
@@ -288,11 +291,12 @@ def evaluate(
 
         rows_all = np.argsort(perm, kind="stable")  # clustered in input order
         if universal:
-            result_uni.update(cluster_scores(searcher, cls, rows_all, metrics, seed))
+            result_uni.update(cluster_scores(searcher, cls, rows_all, metrics, seed, n_clusters))
         if per_dataset:
             for d, name in enumerate(ds_names):
                 rows = rows_all[ds_code[rows_all] == d]
-                result_ds[str(name)].update(cluster_scores(searcher, cls, rows, metrics, seed))
+                result_ds[str(name)].update(cluster_scores(searcher, cls, rows, metrics, seed,
+                                                           n_clusters))
 
     summary: dict[str, dict[str, float]] = {"harmonic_mean": {}, "arithmetic_mean": {}}
     if result_ds:

@@ -5,15 +5,25 @@ per shift level, the base model is trained on the level's ``split_train`` classe
 on ``split_val`` by Recall@1 + MAP@1000, as the official script (the test set is never used for
 selection); then, for each of the fixed episodes of each shot count, a copy of the model's last
 embedding layer is adapted on the support set with the margin loss and distance-weighted mining
-(Adam, 10x the base learning rate, class-balanced batches of 112 with 2 images per class;
-1000 iterations for 2 shots and 1500 for 5, as the official scripts, and 1500 for the unused
-10) and the query images are scored before ("zero-shot") and after ("few-shot") adaptation:
-Recall@K, MAP@1000, NMI and F1 (and whatever else ``eval.metrics`` lists), mean +- 95% CI over
-episodes, plus a paired CI of the gain. Support/query roles: see
-:mod:`umlbench.protocols.oodml_episodes` (CUB/Cars episodes by image, SOP by class; In-shop keeps
-query->gallery retrieval). Because the backbone is frozen during adaptation, the support images'
-pre-head features are computed once (eval transform) instead of being re-augmented at every
-iteration as in the reference. The mini suite's smaller budget lives in its suite config.
+(Adam, 10x the base learning rate, batches of 112 with 2 images per class; 1000 iterations for
+2 shots and 1500 for 5, as the official scripts, and 1500 for the unused 10; sampler, miner and
+support augmentation as the official scripts by default, see
+:mod:`umlbench.protocols.fewshot_adapt`) and the query images are scored before ("zero-shot")
+and after ("few-shot") adaptation: Recall@K, MAP@1000, NMI and F1 (and whatever else
+``eval.metrics`` lists), mean +- 95% CI over episodes, plus a paired CI of the gain.
+Support/query roles: see :mod:`umlbench.protocols.oodml_episodes` (CUB/Cars episodes by image,
+SOP by class; In-shop keeps query->gallery retrieval). The mini suite's smaller budget lives in
+its suite config.
+
+Which base model is adapted (``protocol.fewshot_base``): ``selected`` (default), the epoch
+with the best validation score, which is what ``fewshot_ood_main.py:445-449`` means to load;
+``final``, what it does load: ``best_weights = model.state_dict()`` holds references to the
+live parameters, so ``load_state_dict(best_weights)`` restores the final epoch.
+
+NMI/F1 k-means (``protocol.fewshot_clusters``): ``support`` (default) clusters the query
+embeddings into as many clusters as the episode has support classes, as
+``fewshot_ood_main.py:491`` sets ``opt.n_classes``; ``query``: as many as the query has
+classes. They differ only on class-split (SOP) episodes.
 PUMA's few-shot *training* setting is a different protocol, in
 :mod:`umlbench.protocols.fewshot_train`.
 """
@@ -57,42 +67,16 @@ def build(cfg: RunConfig, root: Path) -> ProtocolData:
     return data
 
 
-def _margin_loss():
-    from pytorch_metric_learning import losses, miners
-
-    return losses.MarginLoss(margin=0.2, nu=0.0, beta=1.2), miners.DistanceWeightedMiner(
-        cutoff=0.5, nonzero_loss_cutoff=1.4)
-
-
-def _adapt_head(head: torch.nn.Module, feats: torch.Tensor, labels: np.ndarray, iterations: int,
-                lr: float, seed: int, batch_size: int = 112) -> torch.nn.Module:
-    """Train a copy of ``head`` on fixed support features (S, F) with class-balanced batches."""
-    from umlbench.data.samplers import ClassUniqueSampler
-
-    head = copy.deepcopy(head).train()
-    for p in head.parameters():
-        p.requires_grad_(True)
-    loss_fn, miner = _margin_loss()
-    opt = torch.optim.Adam(list(head.parameters()) + list(loss_fn.parameters()), lr=lr)
-    n_cls = len(np.unique(labels))
-    bs = min(batch_size, 2 * n_cls, len(labels) - len(labels) % 2)
-    sampler = ClassUniqueSampler(labels, bs, 2, seed=seed)
-    y = torch.as_tensor(labels)
-    it, epoch = 0, 0
-    while it < iterations:
-        sampler.set_epoch(epoch)
-        for batch in sampler:
-            idx = torch.tensor([i for i, _ in batch])
-            emb = F.normalize(head(feats[idx]), dim=-1)
-            loss = loss_fn(emb, y[idx], miner(emb, y[idx]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            it += 1
-            if it >= iterations:
-                break
-        epoch += 1
-    return head.eval()
+def base_model(model, trainer, how: str):
+    """The model to adapt: ``model`` as the trainer left it (the selected epoch) or, for
+    ``final``, a copy holding the final epoch's weights (the trainer's last checkpoint; a
+    method that did not train has only one state)."""
+    if how == "selected" or not trainer.last_path.exists():
+        return model
+    final = copy.deepcopy(model)
+    final.load_state_dict(torch.load(trainer.last_path, map_location="cpu",
+                                     weights_only=False)["model"])
+    return final
 
 
 @torch.inference_mode()
@@ -125,6 +109,11 @@ def run_episodes(method, model, data: ProtocolData, trainer, root: Path) -> list
     cfg = trainer.cfg
     if not hasattr(model, "features") or not hasattr(model, "head"):
         raise UserError(f"method {cfg.method!r} has no separate embedding head to adapt")
+    from umlbench.data.loading import ImageTable, build_transform
+    from umlbench.protocols.fewshot_adapt import adapt_head, batch_positions, support_batches
+
+    pc = cfg.protocol
+    model = base_model(model, trainer, pc.fewshot_base)
     splits = oodml.load_splits(root, data.info["dataset"])
     level = oodml.level_entry(splits, data.info["level"])
     prep = data.sources[0]
@@ -133,7 +122,10 @@ def run_episodes(method, model, data: ProtocolData, trainer, root: Path) -> list
     pos = {iid: i for i, iid in enumerate(image_ids)}
     feats = _features(trainer, model, data, test)
     with torch.inference_mode():
-        zero = F.normalize(model.head(feats), dim=-1).numpy()
+        zero = F.normalize(copy.deepcopy(model.head).cpu()(feats), dim=-1).numpy()
+    # Support images get the run's training augmentation (the official support dataset is a
+    # training BaseDataset: random crop + flip, as its base training).
+    augment = build_transform(trainer.transform_config(model), train=True)
     spec = MetricSpec.from_names(cfg.eval.metrics)
     shots_list = [cfg.protocol.shots] if cfg.protocol.shots else [int(s) for s in level["episodes"]]
     labels = test["target"].to_numpy()
@@ -147,18 +139,32 @@ def run_episodes(method, model, data: ProtocolData, trainer, root: Path) -> list
         before, after = [], []
         for e, ep in enumerate(episodes[: cfg.protocol.episodes]):
             support, query = _episode_rows(ep, test, pos)
-            _, sup_y = np.unique(labels[support], return_inverse=True)
-            head = _adapt_head(model.head, feats[support], sup_y, iters, lr,
-                               seed=cfg.seed * 1000 + e)
+            sup_classes, sup_y = np.unique(labels[support], return_inverse=True)
+            seed = cfg.seed * 1000 + e
+            table = ImageTable(data.sources, test.iloc[support], augment)
+            steps = batch_positions(sup_y, iters, seed, pc.finetune_sampler)
+            batches = support_batches(steps, model, table, feats[support], pc.finetune_support,
+                                      pc.finetune_views, seed, trainer.device,
+                                      cfg.data.num_workers)
+            head = adapt_head(model.head, batches, sup_y, lr, seed, pc.finetune_miner)
             with torch.inference_mode():
                 adapted = F.normalize(head(feats[query]), dim=-1).numpy()
             q = test.iloc[query]
             args = (q["target"].to_numpy(), q["dataset"].to_numpy(), q["is_query"].to_numpy(),
                     q["is_gallery"].to_numpy())
-            before.append(evaluate(zero[query], *args, metrics=spec).universal)
-            after.append(evaluate(adapted, *args, metrics=spec).universal)
+            k = cluster_count(pc.fewshot_clusters, sup_classes, q["target"].to_numpy())
+            before.append(evaluate(zero[query], *args, metrics=spec, n_clusters=k).universal)
+            after.append(evaluate(adapted, *args, metrics=spec, n_clusters=k).universal)
         results.append(_summarise(shots, before, after, spec, len(episodes), iters))
     return results
+
+
+def cluster_count(how: str, support_classes: np.ndarray, query_labels: np.ndarray) -> int:
+    """k of the NMI/F1 k-means on an episode's query: the number of support classes
+    (``support``, fewshot_ood_main.py:491) or of query classes (``query``), at most the number
+    of query images."""
+    k = len(support_classes) if how == "support" else len(np.unique(query_labels))
+    return max(1, min(k, len(query_labels)))
 
 
 def _summarise(shots, before, after, spec, n_episodes, iters) -> dict:
