@@ -20,6 +20,7 @@ from umlbench.protocols.fewshot_adapt import (
     batch_positions,
     class_random_batch,
     distance_triplets,
+    margin_loss,
     negative_probabilities,
     support_batches,
 )
@@ -88,6 +89,21 @@ def test_triplets_sample_the_official_distribution():
     same = [tuple(t.tolist()) for t in distance_triplets(e, y, np.random.default_rng(5))]
     again = [tuple(t.tolist()) for t in distance_triplets(e, y, np.random.default_rng(5))]
     assert same == again
+
+
+def test_margin_loss_is_the_official_reduction():
+    emb, _ = _batch(6, 6, 4)
+    a, p, n = np.array([0, 1, 2, 3]), np.array([1, 0, 3, 2]), np.array([4, 5, 0, 1])
+    d = lambda i, j: np.sqrt(((emb[i] - emb[j]) ** 2).sum(1) + 1e-8)  # noqa: E731
+    pos = np.maximum(d(a, p) - 1.2 + 0.2, 0)
+    neg = np.maximum(1.2 - d(a, n) + 0.2, 0)
+    want = (pos + neg).sum() / np.count_nonzero((pos > 0) | (neg > 0))
+    got = margin_loss(torch.as_tensor(emb), tuple(torch.as_tensor(t) for t in (a, p, n)))
+    assert float(got) == pytest.approx(want, rel=1e-12)
+    # far apart classes, close pairs: no hinge is active, the loss is the plain sum (0)
+    far = np.array([[1.0, 0], [1.0, 0], [-1.0, 0], [-1.0, 0]])
+    trip = tuple(torch.tensor(t) for t in ([0, 2], [1, 3], [2, 0]))
+    assert float(margin_loss(torch.as_tensor(far), trip)) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_a_class_alone_is_its_own_positive():

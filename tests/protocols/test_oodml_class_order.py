@@ -69,7 +69,8 @@ def test_the_two_pairings_differ_and_the_table_levels_come_from_the_pool():
         got = official_splits(_features(), train, test, OFFICIAL_SCHEDULES["cars"],
                               pairing=pairing)
         ref = {**REF["swap"], **REF[f"removal_{pairing}"]}
-        assert [s.train for s in got] == [ref[k]["train"] for k in OFFICIAL_SCHEDULES["cars"].levels]
+        levels = OFFICIAL_SCHEDULES["cars"].levels
+        assert [s.train for s in got] == [ref[k]["train"] for k in levels]
     with pytest.raises(ValueError, match="unknown removal pairing"):
         official_pool(_features(), train, test, OFFICIAL_SCHEDULES["cars"], pairing="shifted")
 

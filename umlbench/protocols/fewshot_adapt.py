@@ -23,9 +23,11 @@ batchminer. umlbench follows that by default; the switches (``protocol.*``):
                                    views per image computed once, one drawn per use)
                       cached       fixed features of the un-augmented support images
 
-The margin loss is pytorch-metric-learning's MarginLoss: its per-triplet loss averaged over the
-triplets with a non-zero loss is the official ``criteria/margin.py`` reduction (``pair_count``
-sums a boolean OR of the two hinge terms).
+The margin loss with the official miner is ``criteria/margin.py``'s (:func:`margin_loss`): the
+hinge terms summed over the triplets and divided by the number of triplets with a non-zero term
+(its ``pair_count`` sums ``(pos_loss > 0) + (neg_loss > 0)``, a boolean OR in PyTorch), where
+pytorch-metric-learning's MarginLoss divides by the non-zero positive *plus* negative terms; the
+``pml`` switch keeps that library loss with its miner (umlbench's earlier adaptation).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["SAMPLERS", "MINERS", "SUPPORT_MODES", "class_random_batch", "negative_probabilities",
-           "distance_triplets", "batch_positions", "adapt_head", "support_batches"]
+           "distance_triplets", "margin_loss", "batch_positions", "adapt_head", "support_batches"]
 
 SAMPLERS = ("replacement", "unique")
 MINERS = ("official", "pml")
@@ -110,6 +112,24 @@ def distance_triplets(emb: torch.Tensor, labels: torch.Tensor, rng: np.random.Ge
     return (torch.as_tensor(idx), torch.as_tensor(pos[idx]), torch.as_tensor(neg[idx]))
 
 
+def margin_loss(emb: torch.Tensor, triplets: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                margin: float = 0.2, beta: float = 1.2) -> torch.Tensor:
+    """``criteria/margin.py`` on (B, D) embeddings and (anchor, positive, negative) positions:
+    d = sqrt(||x - y||^2 + 1e-8); sum of relu(d_ap - beta + margin) + relu(beta - d_an + margin)
+    over the triplets, divided by the number of triplets where either term is non-zero (the
+    plain sum when none is)."""
+    a, p, n = triplets
+    if len(a) == 0:
+        return emb.sum() * 0.0
+    d_ap = ((emb[a] - emb[p]).pow(2).sum(1) + 1e-8).sqrt()
+    d_an = ((emb[a] - emb[n]).pow(2).sum(1) + 1e-8).sqrt()
+    pos = F.relu(d_ap - beta + margin)
+    neg = F.relu(beta - d_an + margin)
+    count = ((pos > 0) | (neg > 0)).sum()
+    total = (pos + neg).sum()
+    return total / count if count > 0 else total
+
+
 def batch_positions(labels: np.ndarray, iterations: int, seed: int, sampler: str = "replacement",
                     batch_size: int = 112) -> list[np.ndarray]:
     """The support positions of every adaptation step, drawn up front (so that images can be
@@ -140,7 +160,9 @@ def adapt_head(head: torch.nn.Module, batches: Iterable[tuple[np.ndarray, torch.
                ) -> torch.nn.Module:
     """Train a copy of ``head`` (on CPU), one Adam step per ``(positions, features)`` batch:
     the support positions (B,) and their (B, F) pre-head features; ``labels``: (S,) class of
-    each support position. The official miner draws from ``default_rng([seed, 2])``."""
+    each support position. ``miner="official"``: :func:`distance_triplets` (drawn from
+    ``default_rng([seed, 2])``) with :func:`margin_loss`; ``"pml"``: pytorch-metric-learning's
+    DistanceWeightedMiner and MarginLoss."""
     from pytorch_metric_learning import losses, miners
 
     head = copy.deepcopy(head).cpu().train()
@@ -154,9 +176,10 @@ def adapt_head(head: torch.nn.Module, batches: Iterable[tuple[np.ndarray, torch.
     for idx, x in batches:
         emb = F.normalize(head(x.cpu()), dim=-1)
         yb = y[torch.as_tensor(idx)]
-        triplets = (distance_triplets(emb, yb, rng) if miner == "official"
-                    else pml_miner(emb, yb))
-        loss = loss_fn(emb, yb, triplets)
+        if miner == "official":
+            loss = margin_loss(emb, distance_triplets(emb, yb, rng))
+        else:
+            loss = loss_fn(emb, yb, pml_miner(emb, yb))
         opt.zero_grad()
         loss.backward()
         opt.step()
