@@ -49,13 +49,17 @@ def test_uml_config_is_the_official_fewshot_command(shots):
     assert (a["embedding_dim"], a["pool_size"], a["prompt_length"], a["prompt_lambda"]) == \
         (384, 20, 2, 1.0)
     assert (a["adapter_dim"], a["adapter_drop"]) == (128, 0.5)
-    assert a["use_prompts"] is False  # as the command runs (it never sets --use_prompt true)
+    # The pool the command describes (P[0_N20L2]); the pool-free run is the switch below.
+    assert a["use_prompts"] is True and a["positions"] == "official"
     # PA as train.py builds it (alpha 32, not the command's 64), with none of CurricularFace's
-    # arguments left over from the full-data config.
-    assert cfg.loss.name == "proxy_anchor" and cfg.loss.args == {"alpha": 32, "margin": 0.1}
+    # arguments left over from the full-data config, and the official proxy initialiser.
+    assert cfg.loss.name == "proxy_anchor" and cfg.loss.args == {
+        "alpha": 32, "margin": 0.1, "init": "official"}
     t = cfg.train
+    # 180 per GPU on 4 GPUs; cosine indexed by the global step (utils.cosine_scheduler).
     assert (t.scheduler, t.min_lr_scale, t.lr, t.batch_size, t.weight_decay) == \
-        ("cosine", 0.1, 1e-4, 180, 1e-4)
+        ("cosine", 0.1, 1e-4, 720, 1e-4)
+    assert t.schedule_granularity == "iteration"
     assert (t.sampler, t.ipc, t.warmup_epochs) == ("uniform", 0, 0)
     # One evaluation, after the last of 32/K + 1 epochs, and that model is the result.
     assert (t.epochs, t.eval_every, t.select) == (EPOCHS[shots], 0, "last")
@@ -64,10 +68,15 @@ def test_uml_config_is_the_official_fewshot_command(shots):
 
 
 def test_quirks_are_switches():
-    cfg = _cfg("uml", 4, "method.use_prompts=true", "loss.args.alpha=64",
-               "protocol.exclude_train=[]")
-    assert cfg.method_args["use_prompts"] is True and cfg.method_args["prompt_length"] == 2
-    assert cfg.loss.args == {"alpha": 64, "margin": 0.1} and cfg.protocol.exclude_train == ()
+    cfg = _cfg("uml", 4, "method.use_prompts=false", "loss.args.alpha=64",
+               "protocol.exclude_train=[]", "loss.args.init=library", "train.batch_size=180",
+               "train.schedule_granularity=epoch")
+    # Without the pool, the official shifted patch positions come along (positions=official).
+    assert cfg.method_args["use_prompts"] is False and cfg.method_args["prompt_length"] == 2
+    assert cfg.method_args["positions"] == "official"
+    assert cfg.loss.args == {"alpha": 64, "margin": 0.1, "init": "library"}
+    assert cfg.protocol.exclude_train == ()
+    assert (cfg.train.batch_size, cfg.train.schedule_granularity) == (180, "epoch")
     # Back to the full-data loss: its own defaults, not PA's arguments.
     assert _cfg("uml", 4, "loss.name=curricularface").loss.args == {}
 

@@ -50,7 +50,8 @@ def test_uml_configs_follow_the_official_commands():
 
 
 # The official dataset-specific command (README loop), with the IPC/hyp_c arrays aligned as in
-# unified_eval.py: method -> (IPC, hyp_c). lr 3e-5, batch 180, 101 epochs, eval_freq 20 for all.
+# unified_eval.py: method -> (IPC, hyp_c). lr 3e-5, 180 per GPU on 4 GPUs (720 per step), 101
+# epochs, eval_freq 20 for all.
 OFFICIAL_SPECIFIC = {"triplet": (4, 0.0), "multi_similarity": (4, 0.0), "margin": (4, 0.0),
                      "proxy_anchor": (0, 0.0), "cosface": (0, 0.0), "arcface": (0, 0.0),
                      "soft_triple": (0, 0.0), "hyp_supcon": (4, 0.1)}
@@ -62,7 +63,7 @@ def test_specific_finetune_uses_each_loss_official_settings(loss):
                                                      "method.setting=specific"])
     t = cfg.train
     ipc, hyp_c = OFFICIAL_SPECIFIC[loss]
-    assert (t.lr, t.batch_size, t.epochs, t.warmup_epochs) == (3e-5, 180, 101, 0)
+    assert (t.lr, t.batch_size, t.epochs, t.warmup_epochs) == (3e-5, 720, 101, 0)
     assert (t.sampler, t.ipc) == (("unique", 4) if ipc else ("uniform", 0))
     assert t.reshuffle == (ipc > 0)  # set_epoch is only called for IPC > 0
     assert cfg.method_args.get("hyp_c", 0.0) == hyp_c
