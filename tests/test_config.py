@@ -77,13 +77,19 @@ def test_dry_run_prints_the_resolved_config_and_trains_nothing(tmp_path):
     # Every method argument is shown, defaults included (adapter scale, penalty weight, ...).
     assert printed["method_args"] == {**full["method_args"], "adapter_scale": 0.1,
                                       "use_adapters": True, "use_prompts": True,
-                                      "ortho_scale": 1e-6, "variant": ""}
-    assert {k: v for k, v in printed.items() if k != "method_args"} == {
-        k: v for k, v in full.items() if k != "method_args"}
+                                      "ortho_scale": 1e-6, "variant": "", "positions": "grid"}
+    # Every loss argument too (CurricularFace's EMA momentum).
+    assert printed["loss"]["args"] == {**full["loss"]["args"], "momentum": 0.99}
+    assert {k: v for k, v in printed.items() if k not in ("method_args", "loss")} == {
+        k: v for k, v in full.items() if k not in ("method_args", "loss")}
     t = printed["train"]
-    # The official PUMA command's values, as a user diffing against it would read them.
+    # The official PUMA command's values, as a user diffing against it would read them:
+    # --batch_size_per_gpu 180 on --nproc_per_node=4 is 720 images per step.
     assert (t["epochs"], t["batch_size"], t["lr"], t["scheduler"], t["step_epochs"]) == (
-        100, 180, 1e-4, "step", 20)
+        100, 720, 1e-4, "step", 20)
+    assert t["schedule_granularity"] == "iteration"
+    assert "# batch: 720 images per optimiser step, 720 per process on 1 process\n" in res.output
+    assert "# lr schedule: step, set every iteration\n" in res.output
     assert (t["amp"], t["reshuffle"], t["eval_every"], t["eval_rule"]) == (
         "fp16", False, 20, "official")
     assert printed["eval"]["precision"] == "fp32"
@@ -91,3 +97,38 @@ def test_dry_run_prints_the_resolved_config_and_trains_nothing(tmp_path):
     alias = CliRunner().invoke(cli, ["run", "--method", "puma", "--suite", "uml",
                                      "--print-config"])
     assert alias.output == res.output
+
+
+def test_dry_run_shows_the_batch_per_process_granularity_and_issue_21_switches():
+    import yaml
+    from click.testing import CliRunner
+
+    from umlbench.cli import cli
+
+    res = CliRunner().invoke(cli, ["run", "--method", "puma", "--suite", "uml", "--dry-run",
+                                   "--protocol", "fewshot-train", "--shots", "16",
+                                   "--nproc", "4"])
+    assert res.exit_code == 0, res.output
+    assert "# batch: 720 images per optimiser step, 180 per process on 4 processes\n" \
+        in res.output
+    assert "# lr schedule: cosine, set every iteration\n" in res.output
+    printed = yaml.safe_load(res.output)
+    assert printed["method_args"]["positions"] == "official"
+    assert printed["method_args"]["use_prompts"] is True
+    assert printed["loss"]["args"]["init"] == "official"
+    assert printed["train"]["schedule_granularity"] == "iteration"
+    # The global-180 switch on 4 processes: 45 images each.
+    res = CliRunner().invoke(cli, ["run", "--method", "puma", "--suite", "uml", "--dry-run",
+                                   "--set", "train.batch_size=180", "--nproc", "4"])
+    assert "# batch: 180 images per optimiser step, 45 per process on 4 processes\n" \
+        in res.output
+    # mini: its own 128 per step, one lr per epoch.
+    res = CliRunner().invoke(cli, ["run", "--method", "puma", "--suite", "mini", "--dry-run"])
+    assert "# batch: 128 images per optimiser step, 128 per process on 1 process\n" in res.output
+    assert "# lr schedule: cosine, set every epoch\n" in res.output
+
+
+def test_schedule_granularity_is_a_choice():
+    with pytest.raises(UserError, match="train.schedule_granularity must be one of epoch, "
+                                        "iteration"):
+        build_config("puma", "mini", overrides=["train.schedule_granularity=step"])

@@ -34,6 +34,7 @@ __all__ = [
     "parse_overrides",
     "evaluation_epochs",
     "render_config",
+    "batch_layout",
     "SUITE_CONFIG_DIR",
 ]
 
@@ -47,6 +48,7 @@ FINETUNE_SUPPORT = ("augmented", "cached")
 FINETUNE_SAMPLERS = ("replacement", "unique")
 FINETUNE_MINERS = ("official", "pml")
 FEWSHOT_CLUSTERS = ("support", "query")
+SCHEDULE_GRANULARITIES = ("epoch", "iteration")
 
 
 def _check_choice(key: str, value: str, known: tuple[str, ...]) -> None:
@@ -76,7 +78,10 @@ class DataConfig:
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     epochs: int = 100
-    batch_size: int = 180  # global batch, split over DDP processes
+    # Images per optimiser step (the loss sees them all), split evenly over the DDP processes.
+    # The official --batch_size_per_gpu 180 on --nproc_per_node=4 is 720 (configs/uml.yaml),
+    # whatever --nproc is here; mini sets its own (128).
+    batch_size: int = 180
     lr: float = 1e-4
     weight_decay: float = 1e-4
     # Per-parameter-group learning-rate multipliers (groups are named by the method).
@@ -90,6 +95,9 @@ class TrainConfig:
     gamma: float = 0.5
     min_lr_scale: float = 0.1  # cosine scheduler floor
     warmup_epochs: int = 0
+    # When the lr factor changes: epoch (constant within an epoch) | iteration (every optimiser
+    # step, as the official utils.cosine_scheduler / step_scheduler indexed by the global step)
+    schedule_granularity: str = "epoch"
     # Mixed precision of the training step on CUDA: fp16 (autocast + GradScaler, the official
     # --use_fp16) | bf16 (autocast, no scaler) | off. On CPU training always runs in fp32.
     amp: str = "fp16"
@@ -113,6 +121,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_choice("train.amp", self.amp, AMP_MODES)
         _check_choice("train.eval_rule", self.eval_rule, EVAL_RULES)
+        _check_choice("train.schedule_granularity", self.schedule_granularity,
+                      SCHEDULE_GRANULARITIES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -286,20 +296,35 @@ def to_dict(obj) -> Any:
     return obj
 
 
-def render_config(cfg: RunConfig, method_args: dict | None = None) -> str:
-    """The resolved config as YAML (what ``umlbench run --dry-run`` prints), with the derived
-    evaluation epochs as a comment, so it can be diffed against the official command.
+def batch_layout(t: TrainConfig, processes: int = 1) -> dict:
+    """Images per optimiser step and per process when ``processes`` share a step."""
+    return {"per_step": t.batch_size, "per_process": t.batch_size // max(1, processes),
+            "processes": processes}
 
-    ``method_args``: the method's complete arguments (defaults included) to show instead of the
-    ones the config layers set."""
+
+def render_config(cfg: RunConfig, method_args: dict | None = None,
+                  loss_args: dict | None = None, processes: int = 1) -> str:
+    """The resolved config as YAML (what ``umlbench run --dry-run`` prints), with derived values
+    as comments (evaluation epochs, batch per step and per process, when the lr changes), so it
+    can be diffed against the official command.
+
+    ``method_args`` / ``loss_args``: the method's / loss's complete arguments (defaults
+    included) to show instead of the ones the config layers set. ``processes``: ``--nproc``."""
     t = cfg.train
     epochs = evaluation_epochs(t)
+    b = batch_layout(t, processes)
+    split = "" if t.batch_size % b["processes"] == 0 else " (not divisible: the run refuses it)"
     head = [f"# resolved config: method {cfg.method}, suite {cfg.suite}",
             f"# evaluates after epochs ({t.eval_rule} rule): "
-            f"{', '.join(map(str, epochs)) or 'none during training'}"]
+            f"{', '.join(map(str, epochs)) or 'none during training'}",
+            f"# batch: {b['per_step']} images per optimiser step, {b['per_process']} per "
+            f"process on {b['processes']} process{'es' if b['processes'] > 1 else ''}{split}",
+            f"# lr schedule: {t.scheduler}, set every {t.schedule_granularity}"]
     data = to_dict(cfg)
     if method_args is not None:
         data["method_args"] = dict(method_args)
+    if loss_args is not None:
+        data["loss"]["args"] = dict(loss_args)
     body = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100)
     return "\n".join(head) + "\n" + body
 

@@ -14,8 +14,8 @@ import numpy as np
 from rich.console import Console
 
 from umlbench import paths
-from umlbench.config import (SUITE_CONFIG_DIR, RunConfig, from_dict, load_yaml, merge,
-                             parse_overrides, to_dict)
+from umlbench.config import (SUITE_CONFIG_DIR, RunConfig, batch_layout, from_dict, load_yaml,
+                             merge, parse_overrides, to_dict)
 from umlbench.data.registry import dataset_recall_ks
 from umlbench.env import code_identity, hardware, package_versions
 from umlbench.errors import UserError
@@ -223,8 +223,10 @@ def run(
                      "eval_s": round(trainer.eval_seconds, 2),
                      "total_s": round(time.perf_counter() - t_start, 2)},
             # Effective precisions (fp32 on CPU whatever train.amp / eval.precision request).
+            # The batch as trained: images per optimiser step and per process.
             hardware={**hardware(device, dist.world_size),
-                      "precision": trainer.precision.as_dict()},
+                      "precision": trainer.precision.as_dict(),
+                      "batch": batch_layout(cfg.train, dist.world_size)},
             packages=package_versions(),
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             identity=identity,

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from baselines.common import make_backbone
-from methods.puma.model import PumaModel
+from methods.puma.model import POSITIONS, PumaModel
+from umlbench.errors import UserError
 from umlbench.methods import METHODS, DataInfo, Method
 
 __all__ = ["Puma", "PumaModel"]
@@ -31,7 +32,15 @@ class Puma(Method):
         prompt_length: int = 8
         prompt_lambda: float = 1.0
         ortho_scale: float = 1e-6
+        # grid | official: with use_prompts=false, official shifts the patch positions by
+        # prompt_length as the official ViT does (few-shot command without a pool; README)
+        positions: str = "grid"
         variant: str = ""  # label for ablations, shown in the leaderboard
+
+        def __post_init__(self) -> None:
+            if self.positions not in POSITIONS:
+                raise UserError(f"method.positions must be one of {', '.join(POSITIONS)}; "
+                                f"got {self.positions!r}")
 
     def display_name(self) -> str:
         a = self.args
@@ -53,7 +62,7 @@ class Puma(Method):
             adapter_scale=a.adapter_scale, adapter_drop=a.adapter_drop,
             use_adapters=a.use_adapters, use_prompts=a.use_prompts, pool_size=a.pool_size,
             prompt_length=a.prompt_length, prompt_lambda=a.prompt_lambda,
-            ortho_scale=a.ortho_scale,
+            ortho_scale=a.ortho_scale, positions=a.positions,
         )
 
     def param_groups(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:

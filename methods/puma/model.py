@@ -7,10 +7,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.puma.modules import PromptPool, StochasticAdapter
+from umlbench.errors import UserError
 from umlbench.models.backbones import backbone_data_config, freeze
 from umlbench.models.vit_forward import assemble_tokens, check_vit, embed_patches, run_blocks
 
-__all__ = ["PumaModel"]
+__all__ = ["PumaModel", "POSITIONS"]
+
+# Position embeddings of the patches: grid (each patch its own grid position) | official (as
+# the official ViT adds them; differs from grid only without a prompt pool, see vit_forward.py)
+POSITIONS = ("grid", "official")
 
 
 class PumaModel(nn.Module):
@@ -25,8 +30,11 @@ class PumaModel(nn.Module):
                  adapter_scale: float = 0.1, adapter_drop: float = 0.5,
                  use_adapters: bool = True, use_prompts: bool = True, pool_size: int = 20,
                  prompt_length: int = 8, prompt_lambda: float = 1.0,
-                 ortho_scale: float = 1e-6) -> None:
+                 ortho_scale: float = 1e-6, positions: str = "grid") -> None:
         super().__init__()
+        if positions not in POSITIONS:
+            raise UserError(f"method.positions must be one of {', '.join(POSITIONS)}; "
+                            f"got {positions!r}")
         self.backbone = freeze(check_vit(backbone))
         dim, depth = backbone.embed_dim, len(backbone.blocks)
         adapter_dim = adapter_dim or dim // 3  # 384 -> 128 on ViT-S/16 (official setting)
@@ -41,6 +49,9 @@ class PumaModel(nn.Module):
                 for pair in self.adapters:
                     pair[1].down.weight.copy_(pair[0].down.weight)
         self.pool = PromptPool(dim, pool_size, prompt_length) if use_prompts else None
+        # positions=official without a prompt pool: the official ViT still grows its position
+        # table by prompt_length, which shifts the patches' positions (vit_forward.py).
+        self.position_shift = prompt_length if positions == "official" and not use_prompts else 0
         self.head = nn.Linear(dim, embedding_dim)
         self.embedding_dim = embedding_dim
         self.prompt_lambda, self.ortho_scale = prompt_lambda, ortho_scale
@@ -60,7 +71,7 @@ class PumaModel(nn.Module):
             # Query: mean + max of the frozen patch embeddings (before position embedding).
             q = 0.5 * (patches.mean(1) + patches.amax(1)).detach()
             prompts = self.pool(q)
-        x = assemble_tokens(vit, patches, prompts)
+        x = assemble_tokens(vit, patches, prompts, self.position_shift)
         attn = mlp = None
         if self.adapters is not None:
             attn = [pair[0] for pair in self.adapters]

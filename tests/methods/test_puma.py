@@ -142,3 +142,57 @@ def test_fp16_training_step_and_fp32_evaluation_on_gpu(vit_s):
     model.eval()
     with torch.no_grad(), prec.eval_autocast():
         assert model(x).dtype == torch.float32
+
+
+# ---- issue 21, item 2: the official position table without a prompt pool -----------------
+
+
+def _index_vit():
+    """A timm ViT with a 4 x 4 patch grid whose position table holds each row's index (every
+    feature of row r is r) and a zero [CLS] token, so a token's value is its position row."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    vit = VisionTransformer(img_size=16, patch_size=4, embed_dim=8, depth=1, num_heads=1,
+                            num_classes=0).eval()
+    with torch.no_grad():
+        vit.pos_embed.copy_(torch.arange(17.0)[None, :, None].expand(1, 17, 8))
+        vit.cls_token.zero_()
+    return vit
+
+
+def test_official_positions_without_pool_shift_the_patches_by_the_prompt_length():
+    from umlbench.models.vit_forward import assemble_tokens
+
+    vit = _index_vit()
+    patches = torch.zeros(1, 16, 8)
+    # Derived by hand from the official code with prompt_length 2 and no pool: the table is
+    # [CLS] x 3 + grid 1..16 (rows 0, 0, 0, 1, ..., 16 as indices into the pretrained table),
+    # and [CLS] + 16 patches add its first 17 rows: patches 0 and 1 get the [CLS] row 0,
+    # patch k >= 2 gets grid row k - 1 (grid position k - 2); rows 15 and 16 go unused.
+    shifted = [0, 0, 0] + list(range(1, 15))
+    got = assemble_tokens(vit, patches, None, position_shift=2)[0, :, 0]
+    assert got.tolist() == shifted
+    # The grid reading (umlbench's default): patch k gets row k + 1.
+    assert assemble_tokens(vit, patches, None)[0, :, 0].tolist() == list(range(17))
+    # With the pool the official table lines up: [CLS], 2 prompts at the [CLS] row, grid.
+    prompts = torch.zeros(1, 2, 8)
+    assert assemble_tokens(vit, patches, prompts, position_shift=2)[0, :, 0].tolist() == \
+        [0, 0, 0] + list(range(1, 17))
+
+
+def test_puma_positions_switch_applies_only_without_the_pool():
+    vit = _index_vit()
+    off = PumaModel(vit, use_prompts=False, prompt_length=2, positions="official",
+                    adapter_dim=4)
+    assert off.position_shift == 2
+    assert PumaModel(vit, use_prompts=True, prompt_length=2, positions="official",
+                     adapter_dim=4).position_shift == 0
+    assert PumaModel(vit, use_prompts=False, prompt_length=2, adapter_dim=4).position_shift == 0
+    # The shift reaches the forward pass: features differ from the grid reading (with a random
+    # table: LayerNorm would cancel the index table's per-token constants).
+    with torch.no_grad():
+        vit.pos_embed.normal_(generator=torch.Generator().manual_seed(0))
+    grid = PumaModel(vit, use_prompts=False, prompt_length=2, adapter_dim=4).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert not torch.allclose(off.eval().features(x), grid.features(x))

@@ -49,13 +49,17 @@ def test_uml_config_is_the_official_fewshot_command(shots):
     assert (a["embedding_dim"], a["pool_size"], a["prompt_length"], a["prompt_lambda"]) == \
         (384, 20, 2, 1.0)
     assert (a["adapter_dim"], a["adapter_drop"]) == (128, 0.5)
-    assert a["use_prompts"] is False  # as the command runs (it never sets --use_prompt true)
+    # The pool the command describes (P[0_N20L2]); the pool-free run is the switch below.
+    assert a["use_prompts"] is True and a["positions"] == "official"
     # PA as train.py builds it (alpha 32, not the command's 64), with none of CurricularFace's
-    # arguments left over from the full-data config.
-    assert cfg.loss.name == "proxy_anchor" and cfg.loss.args == {"alpha": 32, "margin": 0.1}
+    # arguments left over from the full-data config, and the official proxy initialiser.
+    assert cfg.loss.name == "proxy_anchor" and cfg.loss.args == {
+        "alpha": 32, "margin": 0.1, "init": "official"}
     t = cfg.train
+    # 180 per GPU on 4 GPUs; cosine indexed by the global step (utils.cosine_scheduler).
     assert (t.scheduler, t.min_lr_scale, t.lr, t.batch_size, t.weight_decay) == \
-        ("cosine", 0.1, 1e-4, 180, 1e-4)
+        ("cosine", 0.1, 1e-4, 720, 1e-4)
+    assert t.schedule_granularity == "iteration"
     assert (t.sampler, t.ipc, t.warmup_epochs) == ("uniform", 0, 0)
     # One evaluation, after the last of 32/K + 1 epochs, and that model is the result.
     assert (t.epochs, t.eval_every, t.select) == (EPOCHS[shots], 0, "last")
@@ -64,10 +68,15 @@ def test_uml_config_is_the_official_fewshot_command(shots):
 
 
 def test_quirks_are_switches():
-    cfg = _cfg("uml", 4, "method.use_prompts=true", "loss.args.alpha=64",
-               "protocol.exclude_train=[]")
-    assert cfg.method_args["use_prompts"] is True and cfg.method_args["prompt_length"] == 2
-    assert cfg.loss.args == {"alpha": 64, "margin": 0.1} and cfg.protocol.exclude_train == ()
+    cfg = _cfg("uml", 4, "method.use_prompts=false", "loss.args.alpha=64",
+               "protocol.exclude_train=[]", "loss.args.init=library", "train.batch_size=180",
+               "train.schedule_granularity=epoch")
+    # Without the pool, the official shifted patch positions come along (positions=official).
+    assert cfg.method_args["use_prompts"] is False and cfg.method_args["prompt_length"] == 2
+    assert cfg.method_args["positions"] == "official"
+    assert cfg.loss.args == {"alpha": 64, "margin": 0.1, "init": "library"}
+    assert cfg.protocol.exclude_train == ()
+    assert (cfg.train.batch_size, cfg.train.schedule_granularity) == (180, "epoch")
     # Back to the full-data loss: its own defaults, not PA's arguments.
     assert _cfg("uml", 4, "loss.name=curricularface").loss.args == {}
 
@@ -282,3 +291,61 @@ def test_fixture_subset_file_has_the_official_structure(uml_root):
     real = pickle.load(io.BytesIO((OFFICIAL_DIR / "dataset_Flowers_shot_1.pkl").read_bytes()))
     assert type(raw) is dict and list(raw) == list(real) == ["ys", "I", "im_paths", "ds_ID"]
     assert raw["im_paths"][0].startswith(f"{AUTHORS_DATA}/Inshop_Clothes/Img/img/")
+
+
+# SOP's training half (Ebay_train.txt): 59,551 images in 11,318 classes of 2-12 images.
+SOP_TRAIN_IMAGES, SOP_TRAIN_CLASSES = 59_551, 11_318
+
+
+def sop_shaped_subset(folder: Path, shots: int, seed: int = 0) -> tuple[list[str], list[int]]:
+    """A synthetic SOP training half and its K-shot subset file in the official format.
+
+    The 8- and 16-shot SOP files of the official repository are 4 MiB or more (the 1/2/4-shot
+    ones are 1.0/2.1/3.6 MB for 11,318 x K entries) and are not stored where the tests can
+    read them; this one has their shape: 11,318 x K entries of absolute
+    ``<AUTHORS_DATA>/Stanford_Online_Products/<category>_final/<product>_<n>.JPG`` paths,
+    K per class drawn without replacement when the class has K images and with replacement
+    otherwise, pickled with the highest protocol. Returns the manifest's (paths, labels).
+    """
+    rng = np.random.default_rng(seed)
+    sizes = np.full(SOP_TRAIN_CLASSES, 2)
+    extra = rng.multinomial(SOP_TRAIN_IMAGES - sizes.sum(), np.full(SOP_TRAIN_CLASSES,
+                                                                    1 / SOP_TRAIN_CLASSES))
+    sizes += np.minimum(extra, 10)
+    sizes[: SOP_TRAIN_IMAGES - sizes.sum()] += 1  # top up to exactly 59,551
+    cats = ["bicycle", "cabinet", "chair", "coffee_maker", "fan", "kettle", "lamp", "mug",
+            "sofa", "stapler", "table", "toaster"]
+    paths, labels, ys, index, im_paths = [], [], [], [], []
+    for c, n in enumerate(sizes):
+        rel = [f"{cats[c % 12]}_final/{111085122871 + c}_{j}.JPG" for j in range(n)]
+        start = len(paths)
+        paths += rel
+        labels += [c] * n
+        pick = rng.choice(n, shots, replace=n < shots)
+        ys += [c] * shots
+        index += [start + int(j) for j in pick]
+        im_paths += [f"{AUTHORS_DATA}/Stanford_Online_Products/{rel[j]}" for j in pick]
+    assert len(paths) == SOP_TRAIN_IMAGES
+    data = {"ys": ys, "I": index, "im_paths": im_paths, "ds_ID": [2] * len(ys)}
+    (folder / f"dataset_SOP_shot_{shots}.pkl").write_bytes(
+        pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+    return paths, labels
+
+
+@pytest.mark.parametrize("shots", [8, 16])
+def test_sop_8_and_16_shot_files_of_the_official_size_import(tmp_path, shots):
+    folder = tmp_path / "few"
+    folder.mkdir()
+    paths, labels = sop_shaped_subset(folder, shots)
+    size = (folder / f"dataset_SOP_shot_{shots}.pkl").stat().st_size
+    assert size > 4 * 2**20  # as the official files: 4 MiB or more
+    _manifest_only(tmp_path, "sop", paths, labels)
+    [res] = import_subsets(folder, tmp_path, ["sop"])
+    assert res["images"] == SOP_TRAIN_CLASSES * shots
+    rows = load_subset(tmp_path, load_prepared(tmp_path, "sop"), shots)
+    counts = np.bincount(np.asarray(labels)[rows], minlength=SOP_TRAIN_CLASSES)
+    assert len(rows) == SOP_TRAIN_CLASSES * shots and (counts == shots).all()
+    # The rows are the file's images, in its order.
+    d = read_official_pickle(folder / f"dataset_SOP_shot_{shots}.pkl")
+    assert [f"{AUTHORS_DATA}/Stanford_Online_Products/{paths[r]}" for r in rows] == \
+        d["im_paths"]

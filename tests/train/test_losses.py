@@ -114,3 +114,51 @@ def test_every_registered_loss_runs(name):
 def test_arcface_margin_is_converted_to_degrees():
     loss_fn = build_loss(LossConfig(name="arcface", args={"margin": 0.5}), 3, 4)
     assert loss_fn.loss.margin == pytest.approx(0.5)  # PML stores radians after init
+
+
+# ---- issue 21, item 5: the official proxy initialiser ----------------------------------------
+
+# PML keeps CosFace/ArcFace weights as (dim, classes); the others as (classes, dim).
+PROXY_LOSSES = {"proxy_anchor": "proxies", "proxy_nca_pp": "proxies", "cosface": "W",
+                "arcface": "W"}
+
+
+def _proxies(name: str, init: str, classes: int, dim: int) -> torch.Tensor:
+    torch.manual_seed(0)
+    loss = build_loss(LossConfig(name=name, args={"init": init}), classes, dim)
+    w = getattr(loss.loss, PROXY_LOSSES[name]).detach()
+    return w.T if PROXY_LOSSES[name] == "W" else w  # (classes, dim) as the official tensor
+
+
+@pytest.mark.parametrize("name", sorted(PROXY_LOSSES))
+def test_proxies_follow_the_official_kaiming_uniform_fan_out(name):
+    # Official: kaiming_uniform_(proxies, mode='fan_out') on a (C, D) tensor. torch's fan_out of
+    # a 2-D (out, in) tensor is size(0) = C; gain(leaky_relu, a=0) = sqrt(2); bound =
+    # gain * sqrt(3 / fan_out) = sqrt(6 / C), independent of D. U(-b, b): std b / sqrt(3).
+    classes, dim = 500, 128
+    w = _proxies(name, "official", classes, dim)
+    assert w.shape == (classes, dim)
+    bound = math.sqrt(6 / classes)  # 0.109545
+    assert w.abs().max().item() <= bound
+    assert w.max().item() > 0.999 * bound and w.min().item() < -0.999 * bound  # 64,000 draws
+    assert w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+    assert abs(w.mean().item()) < 0.01 * bound
+    # Uniform, not normal: a quarter of the draws in each quarter of [-b, b].
+    hist = torch.histc(w, bins=4, min=-bound, max=bound) / w.numel()
+    assert torch.allclose(hist, torch.full((4,), 0.25), atol=0.01)
+
+
+@pytest.mark.parametrize("name, std", [("proxy_anchor", math.sqrt(2 / 500)),  # kaiming_normal_
+                                       ("proxy_nca_pp", 1.0), ("cosface", 1.0),  # normal_
+                                       ("arcface", 1.0)])
+def test_library_init_is_the_switch(name, std):
+    w = _proxies(name, "library", 500, 128)
+    assert w.std().item() == pytest.approx(std, rel=0.02)
+    assert w.abs().max().item() > math.sqrt(6 / 500)  # normal tails pass the uniform bound
+
+
+def test_unknown_init_is_a_user_error():
+    from umlbench.errors import UserError
+
+    with pytest.raises(UserError, match="loss.args.init must be one of official, library"):
+        build_loss(LossConfig(name="cosface", args={"init": "xavier"}), 10, 8)

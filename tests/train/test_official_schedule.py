@@ -50,7 +50,8 @@ def test_uml_configs_follow_the_official_commands():
 
 
 # The official dataset-specific command (README loop), with the IPC/hyp_c arrays aligned as in
-# unified_eval.py: method -> (IPC, hyp_c). lr 3e-5, batch 180, 101 epochs, eval_freq 20 for all.
+# unified_eval.py: method -> (IPC, hyp_c). lr 3e-5, 180 per GPU on 4 GPUs (720 per step), 101
+# epochs, eval_freq 20 for all.
 OFFICIAL_SPECIFIC = {"triplet": (4, 0.0), "multi_similarity": (4, 0.0), "margin": (4, 0.0),
                      "proxy_anchor": (0, 0.0), "cosface": (0, 0.0), "arcface": (0, 0.0),
                      "soft_triple": (0, 0.0), "hyp_supcon": (4, 0.1)}
@@ -62,7 +63,7 @@ def test_specific_finetune_uses_each_loss_official_settings(loss):
                                                      "method.setting=specific"])
     t = cfg.train
     ipc, hyp_c = OFFICIAL_SPECIFIC[loss]
-    assert (t.lr, t.batch_size, t.epochs, t.warmup_epochs) == (3e-5, 180, 101, 0)
+    assert (t.lr, t.batch_size, t.epochs, t.warmup_epochs) == (3e-5, 720, 101, 0)
     assert (t.sampler, t.ipc) == (("unique", 4) if ipc else ("uniform", 0))
     assert t.reshuffle == (ipc > 0)  # set_epoch is only called for IPC > 0
     assert cfg.method_args.get("hyp_c", 0.0) == hyp_c
@@ -131,3 +132,93 @@ def test_official_rule_scores_chosen_epochs_and_keeps_the_best(env_root):
     key = "test_universal_recall@1"
     assert [key in h for h in rec.history] == [False, False, True, False]
     assert rec.metrics["universal"]["recall@1"] == pytest.approx(rec.history[2][key])
+
+
+# ---- issue 21, item 3: per-iteration schedules ----------------------------------------------
+
+
+def official_cosine(base, final, epochs, n, warmup_epochs=0, start_warmup_value=0.0):
+    """The official utils.cosine_scheduler array, from its definition: a linear warm-up
+    np.linspace(start, base, W) over W = warmup_epochs * n steps, then
+    final + (base - final) (1 + cos(pi i / T)) / 2 for i = 0 .. T - 1, T = epochs * n - W
+    (so the final value itself is never reached)."""
+    warm = warmup_epochs * n
+    ramp = np.linspace(start_warmup_value, base, warm) if warmup_epochs > 0 else np.array([])
+    i = np.arange(epochs * n - warm)
+    return np.concatenate([ramp, final + 0.5 * (base - final) * (1 + np.cos(np.pi * i / len(i)))])
+
+
+def _factors(trainer, epochs, n):
+    return np.array([trainer.lr_factor(e, s, n) for e in range(epochs) for s in range(n)])
+
+
+@pytest.mark.parametrize("shots", sorted([1, 2, 4, 8, 16]))
+def test_fewshot_lr_is_the_official_per_iteration_cosine(shots):
+    cfg = build_config("puma", "uml", overrides=["protocol.name=fewshot-train",
+                                                 f"protocol.shots={shots}"])
+    t = cfg.train
+    # n: steps per epoch of the official K-shot set (7 datasets, no Aircraft) at 720 per step.
+    n = (100 + 98 + 11_318 + 3_997 + 278 + 60 + 51) * shots // 720
+    ref = official_cosine(1, t.min_lr_scale, t.epochs, n)
+    got = _factors(Trainer(cfg, "cpu", Path("/x")), t.epochs, n)
+    assert len(ref) == t.epochs * n
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9)
+    if shots == 16:  # 3 epochs of 353 steps: per-epoch means 0.92 / 0.55 / 0.18 (per-epoch
+        # stepping gave 1.0 / 0.775 / 0.325)
+        means = got.reshape(t.epochs, n).mean(1)
+        np.testing.assert_allclose(means, [0.92, 0.55, 0.18], atol=5e-3)
+
+
+@pytest.mark.parametrize("scheduler, warmup", [("cosine", 2), ("cosine", 1), ("step", 0),
+                                                ("none", 0)])
+def test_iteration_granularity_follows_the_official_arrays(scheduler, warmup):
+    cfg = build_config("puma", "uml", overrides=[
+        "train.epochs=7", f"train.scheduler={scheduler}", f"train.warmup_epochs={warmup}",
+        "train.step_epochs=3", "train.min_lr_scale=0.2"])
+    n = 5
+    got = _factors(Trainer(cfg, "cpu", Path("/x")), 7, n)
+    it = np.arange(7 * n)
+    if scheduler == "cosine":
+        ref = official_cosine(1, 0.2, 7, n, warmup_epochs=warmup)
+    elif scheduler == "step":  # official step_scheduler(3, 7, n, gamma=0.5)
+        ref = 0.5 ** (it // (3 * n))
+    else:  # no --lr_decay: step_scheduler(epochs, epochs, n, gamma=1)
+        ref = np.ones(7 * n)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9)
+
+
+def test_trainer_sets_the_per_iteration_lr_at_every_step(env_root, monkeypatch):
+    # The loop itself: record each step's lr (as the optimiser sees it) over 2 epochs of 3 steps.
+    import umlbench.train.trainer as trainer_mod
+
+    seen = []
+    real_step = trainer_mod.optimizer_step
+
+    def spy(total, opt, *args):
+        g = opt.param_groups[0]
+        seen.append(g["lr"] / g["lr_scale"])
+        return real_step(total, opt, *args)
+
+    monkeypatch.setattr(trainer_mod, "optimizer_step", spy)
+    cfg = build_config("linear", "mini", overrides=FAST + [
+        "train.epochs=2", "train.max_steps_per_epoch=3", "train.scheduler=cosine",
+        "train.schedule_granularity=iteration", "train.lr=0.01", "train.min_lr_scale=0.1"])
+    [(rec, _)] = run(cfg, results_dir=env_root / "r", work_dir=env_root / "w")
+    ref = 0.01 * official_cosine(1, 0.1, 2, 3)
+    np.testing.assert_allclose(seen, ref, rtol=0, atol=1e-12)
+    # The history keeps each epoch's mean lr; the record the batch as trained.
+    np.testing.assert_allclose([h["lr"] for h in rec.history], ref.reshape(2, 3).mean(1),
+                               rtol=0, atol=1e-12)
+    assert rec.hardware["batch"] == {"per_step": 32, "per_process": 32, "processes": 1}
+
+
+def test_epoch_granularity_is_kept_where_umlbench_chose_it():
+    # mini's cosine and the uml suites' step schedules: one value per epoch either way.
+    mini = build_config("puma", "mini")
+    assert mini.train.schedule_granularity == "epoch"
+    tr = Trainer(mini, "cpu", Path("/x"))
+    assert {tr.lr_factor(1, s, 10) for s in range(10)} == {tr.lr_factor(1)}
+    uml = Trainer(build_config("puma", "uml"), "cpu", Path("/x"))
+    n = 83
+    np.testing.assert_array_equal(_factors(uml, 100, n),
+                                  np.repeat([uml.lr_factor(e) for e in range(100)], n))

@@ -89,8 +89,11 @@ def run(method, suite, seed, config_file, overrides, loss, setting, protocol, da
             from umlbench.config import render_config
             from umlbench.runner import method_class
 
+            from umlbench.train.losses import loss_arguments
+
             full_args = method_class(cfg.method)(cfg).config_dict()
-            click.echo(render_config(cfg, full_args), nl=False)
+            loss_args = loss_arguments(cfg.loss) if method_class(cfg.method).trains else None
+            click.echo(render_config(cfg, full_args, loss_args, processes=nproc), nl=False)
             continue
         for record, path in run_one(cfg, results_dir=Path(results_dir) if results_dir else None,
                                     work_dir=Path(work_dir) if work_dir else None,

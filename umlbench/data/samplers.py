@@ -14,7 +14,10 @@ class samplers (IPC > 0) do get ``set_epoch``.
 (the official ``UniqueClassSampler`` always does), so two views of a class can be one image.
 
     uniform  images drawn uniformly without replacement (PUMA: a shuffled DistributedSampler)
-    unique   B/ipc distinct classes per batch, ipc images each (official UniqueClassSampler)
+    unique   B/ipc classes per batch, ipc images each (official UniqueClassSampler); distinct
+             unless the dataset has fewer than B/ipc classes
+    B is the batch of one optimiser step (``train.batch_size``, 720 on uml: the official 180 per
+    GPU on 4 GPUs); each of P processes takes B/P of it.
     dcb      the same, with an equal number of classes from every dataset (official "DCB")
 """
 
@@ -104,14 +107,16 @@ class ClassUniqueSampler(GlobalBatchSampler):
             raise UserError(f"batch size {batch_size} must be a multiple of ipc {ipc}")
         self.ipc = ipc
         self.classes, self.members = _class_index(np.asarray(labels))
-        if len(self.classes) < batch_size // ipc:
-            raise UserError(f"{len(self.classes)} classes cannot fill {batch_size // ipc} per batch")
 
     def _draw(self, rng):
         per_batch = self.batch_size // self.ipc
+        # A dataset with fewer classes than a step needs (CUB's 100 at 720 / 4 = 180) gets some
+        # classes twice in a step, as in the official sampler, which draws classes with
+        # replacement when the dataset has fewer than it asks for.
+        replace = len(self.classes) < per_batch
         out = []
         for _ in range(self._num_batches()):
-            chosen = rng.choice(len(self.classes), per_batch, replace=False)
+            chosen = rng.choice(len(self.classes), per_batch, replace=replace)
             out.append(np.concatenate([_take(rng, self.members[c], self.ipc, self.replace_images)
                                        for c in chosen]))
         return out

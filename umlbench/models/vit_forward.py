@@ -42,19 +42,29 @@ def embed_patches(vit: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
 
 
 def assemble_tokens(vit: VisionTransformer, patches: torch.Tensor,
-                    prompts: torch.Tensor | None = None) -> torch.Tensor:
+                    prompts: torch.Tensor | None = None, position_shift: int = 0) -> torch.Tensor:
     """[CLS] + prompts + patches, with position embeddings; (B, 1 + L + N, D).
 
     Prompt tokens get the [CLS] position embedding, i.e. the position table is grown by
     copying the CLS entry into the L prompt slots (frozen), as the official PUMA code does.
+
+    ``position_shift`` (used only without prompts): reproduce the official ViT built with a
+    prompt length S but no prompt module. Its table is still grown to [CLS] x (1 + S) + grid
+    (``vision_transformer.py``: ``embed_len += prompt_length``, ``resize_pos_embed``) and
+    [CLS] + N patches add its first 1 + N rows, so patch k gets the [CLS] position for k < S
+    and grid position k - S otherwise (the last S grid positions go unused).
     """
     pos = vit.pos_embed
     b = patches.shape[0]
     cls = vit.cls_token.expand(b, -1, -1) + pos[:, :1]
     parts = [cls]
+    grid = pos[:, 1:]
     if prompts is not None:
         parts.append(prompts + pos[:, :1])
-    parts.append(patches + pos[:, 1:])
+    elif position_shift:
+        n = patches.shape[1]
+        grid = torch.cat([pos[:, :1].expand(-1, position_shift, -1), grid], dim=1)[:, :n]
+    parts.append(patches + grid)
     x = vit.pos_drop(torch.cat(parts, dim=1))
     return vit.norm_pre(vit.patch_drop(x))
 

@@ -8,6 +8,7 @@ official code). Settings follow the official PUMA code (losses.py; see
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 
@@ -19,9 +20,36 @@ from umlbench.config import LossConfig
 from umlbench.errors import UserError
 from umlbench.train.registry import LOSSES
 
-__all__ = ["CurricularFace", "PMLLoss", "LOSSES", "LOSS_TITLES", "build_loss"]
+__all__ = ["CurricularFace", "PMLLoss", "LOSSES", "LOSS_TITLES", "PROXY_INITS", "build_loss",
+           "loss_arguments", "official_proxy_init"]
 
 LossFactory = Callable[..., nn.Module]
+
+# How a proxy loss draws its initial proxies: official = the official losses.py
+# (kaiming_uniform_(proxies, mode='fan_out') on a (classes, dim) tensor, i.e. U(-b, b) with
+# b = sqrt(6 / classes)); library = pytorch-metric-learning's own default.
+PROXY_INITS = ("official", "library")
+
+
+def official_proxy_init(classes_first: bool = True) -> Callable[[torch.Tensor], None]:
+    """The official proxy initialiser as a PML ``weight_init_func``.
+
+    The official proxies are a (classes, dim) tensor initialised with
+    ``kaiming_uniform_(mode='fan_out')``; torch's fan_out of a 2-D (out, in) tensor is its
+    size(0), here the number of classes, so every entry is U(-sqrt(6/C), sqrt(6/C)) whatever
+    the dimension. PML stores CosFace/ArcFace weights as (dim, classes) (``classes_first=False``):
+    they are initialised through their transposed view, which gives the same distribution.
+    """
+    def init(tensor: torch.Tensor) -> None:
+        nn.init.kaiming_uniform_(tensor if classes_first else tensor.T, mode="fan_out")
+
+    return init
+
+
+def _init_kwargs(init: str, classes_first: bool = True) -> dict:
+    if init not in PROXY_INITS:
+        raise UserError(f"loss.args.init must be one of {', '.join(PROXY_INITS)}; got {init!r}")
+    return {} if init == "library" else {"weight_init_func": official_proxy_init(classes_first)}
 
 
 class CurricularFace(nn.Module):
@@ -133,35 +161,44 @@ def _margin(num_classes, embedding_size, margin=0.2, nu=0.0, beta=1.2, epsilon=0
 
 
 @LOSSES.register("proxy_anchor")
-def _proxy_anchor(num_classes, embedding_size, margin=0.1, alpha=32.0):
+def _proxy_anchor(num_classes, embedding_size, margin=0.1, alpha=32.0, init="official"):
     losses, _, _ = _pml()
-    return PMLLoss(losses.ProxyAnchorLoss(num_classes, embedding_size, margin=margin, alpha=alpha))
+    # init=library: PML's kaiming_normal_(mode='fan_out').
+    return PMLLoss(losses.ProxyAnchorLoss(num_classes, embedding_size, margin=margin, alpha=alpha,
+                                          **_init_kwargs(init)))
 
 
 @LOSSES.register("proxy_nca_pp")
-def _proxy_nca(num_classes, embedding_size, scale=9.0):
+def _proxy_nca(num_classes, embedding_size, scale=9.0, init="official"):
     # ProxyNCA++: softmax over -scale * ||x - p||^2 on the unit sphere = -scale * 2(1 - cos).
+    # init=library: PML's normal_.
     losses, _, _ = _pml()
-    return PMLLoss(losses.ProxyNCALoss(num_classes, embedding_size, softmax_scale=scale))
+    return PMLLoss(losses.ProxyNCALoss(num_classes, embedding_size, softmax_scale=scale,
+                                       **_init_kwargs(init)))
 
 
 @LOSSES.register("cosface")
-def _cosface(num_classes, embedding_size, margin=0.35, scale=64.0):
+def _cosface(num_classes, embedding_size, margin=0.35, scale=64.0, init="official"):
+    # PML's weight is (dim, classes); init=library: PML's normal_.
     losses, _, _ = _pml()
-    return PMLLoss(losses.CosFaceLoss(num_classes, embedding_size, margin=margin, scale=scale))
+    return PMLLoss(losses.CosFaceLoss(num_classes, embedding_size, margin=margin, scale=scale,
+                                      **_init_kwargs(init, classes_first=False)))
 
 
 @LOSSES.register("arcface")
-def _arcface(num_classes, embedding_size, margin=0.5, scale=64.0):
+def _arcface(num_classes, embedding_size, margin=0.5, scale=64.0, init="official"):
     losses, _, _ = _pml()
-    # PML takes the angular margin in degrees; the official setting is 0.5 rad.
+    # PML takes the angular margin in degrees; the official setting is 0.5 rad. PML's weight is
+    # (dim, classes); init=library: PML's normal_.
     return PMLLoss(losses.ArcFaceLoss(num_classes, embedding_size, margin=math.degrees(margin),
-                                      scale=scale))
+                                      scale=scale, **_init_kwargs(init, classes_first=False)))
 
 
 @LOSSES.register("soft_triple")
 def _soft_triple(num_classes, embedding_size, centers_per_class=10, la=20.0, gamma=0.1,
                  margin=0.01):
+    # The official SoftTripleLoss wraps PML's, so its centres keep PML's initialiser
+    # (kaiming_uniform_ with a = sqrt(5)); no init switch here.
     losses, _, _ = _pml()
     return PMLLoss(losses.SoftTripleLoss(num_classes, embedding_size,
                                          centers_per_class=centers_per_class, la=la,
@@ -174,6 +211,15 @@ def _hyp_supcon(num_classes, embedding_size, temperature=0.1, curvature=0.1):
     from umlbench.train.supcon import PairwiseSupCon
 
     return PairwiseSupCon(temperature=temperature, curvature=curvature)
+
+
+def loss_arguments(cfg: LossConfig) -> dict:
+    """The loss's complete arguments: its factory's defaults updated by ``cfg.args`` (what
+    ``--dry-run`` shows, so switches such as ``init`` appear with their default value)."""
+    factory = LOSSES.get(cfg.name)
+    params = list(inspect.signature(factory).parameters.values())[2:]  # after classes, dim
+    out = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    return {**out, **cfg.args}
 
 
 def build_loss(cfg: LossConfig, num_classes: int, embedding_size: int) -> nn.Module:

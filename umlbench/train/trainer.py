@@ -145,9 +145,33 @@ class Trainer:
                                    weight_decay=t.weight_decay)
         raise UserError(f"unknown optimizer {t.optimizer!r}; known: adamw, adam, sgd")
 
-    def lr_factor(self, epoch: int) -> float:
-        """Multiplier of every group's base lr during ``epoch`` (0-based)."""
+    def lr_factor(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+        """Multiplier of every group's base lr at ``step`` of ``epoch`` (both 0-based).
+
+        ``train.schedule_granularity=epoch``: one value per epoch (``step`` is ignored); the
+        warm-up ramps (e + 1) / (warmup + 1) and the cosine runs over the epochs after it.
+        ``iteration``: the official ``utils.cosine_scheduler(1, min_lr_scale, epochs, n,
+        warmup_epochs)`` / ``step_scheduler`` array indexed by the global step
+        it = epoch * n + step, n = ``steps_per_epoch``: a warm-up ``linspace(0, 1, W)`` over the
+        W = warmup_epochs * n first steps, then min + (1 - min) (1 + cos(pi i / T)) / 2 with
+        i = it - W over T = epochs * n - W steps (the floor itself is never reached); the step
+        schedule is gamma ** (it // (step_epochs * n)), the same value per epoch either way.
+        """
         t = self.cfg.train
+        if t.scheduler not in ("step", "cosine", "none"):
+            raise UserError(f"unknown scheduler {t.scheduler!r}; known: step, cosine, none")
+        if t.schedule_granularity == "iteration":
+            n = max(1, steps_per_epoch)
+            it, warm = epoch * n + step, t.warmup_epochs * n
+            if it < warm:
+                return it / (warm - 1) if warm > 1 else 0.0  # np.linspace(0, 1, warm)[it]
+            if t.scheduler == "step":
+                return t.gamma ** (it // (max(1, t.step_epochs) * n))
+            if t.scheduler == "cosine":
+                span = max(1, t.epochs * n - warm)
+                return t.min_lr_scale + 0.5 * (1 - t.min_lr_scale) * (
+                    1 + math.cos(math.pi * (it - warm) / span))
+            return 1.0
         if epoch < t.warmup_epochs:
             return (epoch + 1) / (t.warmup_epochs + 1)
         if t.scheduler == "step":
@@ -156,9 +180,11 @@ class Trainer:
             span = max(1, t.epochs - t.warmup_epochs)
             prog = (epoch - t.warmup_epochs) / span
             return t.min_lr_scale + (1 - t.min_lr_scale) * 0.5 * (1 + math.cos(math.pi * prog))
-        if t.scheduler == "none":
-            return 1.0
-        raise UserError(f"unknown scheduler {t.scheduler!r}; known: step, cosine, none")
+        return 1.0
+
+    def _set_lr(self, opt: torch.optim.Optimizer, factor: float) -> None:
+        for g in opt.param_groups:
+            g["lr"] = self.cfg.train.lr * g["lr_scale"] * factor
 
     # ---- checkpoints ------------------------------------------------------------------
     @property
@@ -234,10 +260,11 @@ class Trainer:
             if self.dist.is_main:
                 self.console.print(f"resumed from {self.last_path} at epoch {self.state.epoch}")
 
+        per_step = t.schedule_granularity == "iteration"
+        n_steps = len(loader)
         for epoch in range(self.state.epoch, t.epochs):
-            factor = self.lr_factor(epoch)
-            for g in opt.param_groups:
-                g["lr"] = t.lr * g["lr_scale"] * factor
+            self._set_lr(opt, self.lr_factor(epoch, 0, n_steps))
+            factor_sum = 0.0
             loader.batch_sampler.set_epoch(epoch)
             model.train()
             criterion.train()
@@ -245,6 +272,10 @@ class Trainer:
             loss_sum, steps, seen = 0.0, 0, 0
             with self._progress(len(loader), epoch) as (progress, task):
                 for images, targets, _ in loader:
+                    factor = self.lr_factor(epoch, steps, n_steps)
+                    if per_step:
+                        self._set_lr(opt, factor)
+                    factor_sum += factor
                     images = images.to(self.device, non_blocking=True)
                     targets = targets.to(self.device, non_blocking=True)
                     with self.precision.train_autocast():
@@ -265,8 +296,11 @@ class Trainer:
                                         info=f"loss {loss_sum / steps:.4f}  {rate:.0f} img/s")
             seconds = time.perf_counter() - t0
             self.train_seconds += seconds
+            # The base lr, averaged over the epoch's steps (constant per epoch unless the
+            # schedule steps per iteration).
+            mean_factor = factor_sum / steps if steps else self.lr_factor(epoch, 0, n_steps)
             record = {"epoch": epoch, "loss": loss_sum / max(steps, 1),
-                      "lr": t.lr * factor, "seconds": round(seconds, 3),
+                      "lr": t.lr * mean_factor, "seconds": round(seconds, 3),
                       "images_per_s": round(seen / max(seconds, 1e-9), 1)}
             last = epoch + 1 == t.epochs
             # With select=last the final evaluation (by the runner) scores the last epoch, so
