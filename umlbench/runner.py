@@ -26,6 +26,7 @@ from umlbench.protocols.base import (PROTOCOLS, ProtocolData, check_protocol_con
 from umlbench.results.identity import config_identity, data_identity, rows_sha256
 from umlbench.results.record import RunRecord, new_run_id, write_record
 from umlbench.train.distributed import DistInfo, barrier, init_distributed
+from umlbench.train.losses import check_loss_args
 from umlbench.train.trainer import Trainer, TrainingFailed, resolve_device, seed_everything
 
 __all__ = ["build_config", "run", "method_class", "load_protocol", "run_prefix",
@@ -99,6 +100,7 @@ def build_config(
     cfg = from_dict(RunConfig, merged, source="config")
     check_protocol_config(cfg.protocol, cfg.suite)
     cls(cfg)  # validates method_args against the method's Config (names the bad key)
+    check_loss_args(cfg.loss)  # names and ranges of loss.args, before any data loads
     return cfg
 
 

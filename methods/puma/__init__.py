@@ -8,6 +8,7 @@ from torch import nn
 
 from baselines.common import make_backbone
 from methods.puma.model import PumaModel
+from umlbench.config import num
 from umlbench.methods import METHODS, DataInfo, Method
 
 __all__ = ["Puma", "PumaModel"]
@@ -21,16 +22,16 @@ class Puma(Method):
 
     @dataclass(frozen=True, kw_only=True)
     class Config:
-        embedding_dim: int = 128
-        adapter_dim: int = 0  # bottleneck; 0 = embed_dim // 3 (128 for ViT-S, as the paper)
-        adapter_scale: float = 0.1
-        adapter_drop: float = 0.5  # per-sample DropPath of each adapter (the "stochastic" part)
+        embedding_dim: int = num(128, ge=1)
+        adapter_dim: int = num(0, ge=0)  # bottleneck; 0 = embed_dim // 3 (128 for ViT-S, as the paper)
+        adapter_scale: float = num(0.1, gt=0)
+        adapter_drop: float = num(0.5, ge=0, lt=1)  # per-sample DropPath of each adapter (the "stochastic" part)
         use_adapters: bool = True
         use_prompts: bool = True
-        pool_size: int = 20
-        prompt_length: int = 8
-        prompt_lambda: float = 1.0
-        ortho_scale: float = 1e-6
+        pool_size: int = num(20, ge=1)
+        prompt_length: int = num(8, ge=1)
+        prompt_lambda: float = num(1.0, ge=0)
+        ortho_scale: float = num(1e-6, ge=0)
         variant: str = ""  # label for ablations, shown in the leaderboard
 
     def display_name(self) -> str:
