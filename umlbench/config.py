@@ -66,6 +66,7 @@ SUITE_CONFIG_DIR = Path(__file__).parent / "configs"
 AMP_MODES = ("fp16", "bf16", "off")
 EVAL_PRECISIONS = ("fp32", "fp16", "bf16")
 EVAL_RULES = ("every", "official")
+CLUSTER_ROWS = ("all", "queries")  # umlbench.metrics.spec.CLUSTER_ROWS (config imports no metrics)
 
 
 @dataclass(frozen=True)
@@ -303,9 +304,14 @@ class EvalConfig:
     # Autocast dtype of the embedding pass on CUDA: fp32 (no autocast; the official evaluation)
     # | fp16 | bf16. On CPU evaluation always runs in fp32.
     precision: str = "fp32"
+    # Which rows NMI/F1 cluster where query and gallery rows differ (In-shop): all (query and
+    # gallery rows together, the default) | queries (the query rows only, as
+    # pytorch-metric-learning's AccuracyCalculator). Leave-one-out datasets: the same rows.
+    cluster_rows: str = "all"
 
     def __post_init__(self) -> None:
         _check_choice("eval.precision", self.precision, EVAL_PRECISIONS)
+        _check_choice("eval.cluster_rows", self.cluster_rows, CLUSTER_ROWS)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -275,7 +275,8 @@ def evaluate_protocol(method: Method, model, data: ProtocolData, trainer: Traine
         return out
     # The configured metrics everywhere, plus each dataset's literature Recall@K list in its
     # own scope (universal and the harmonic mean keep the configured ones).
-    spec = MetricSpec.from_names(trainer.cfg.eval.metrics).with_dataset_recall_ks(
+    ev = trainer.cfg.eval
+    spec = MetricSpec.from_names(ev.metrics, ev.cluster_rows).with_dataset_recall_ks(
         dataset_recall_ks(data.datasets))
     result = method.evaluate(model, data, data.test, trainer, metrics=spec)
     return [{"protocol": dict(data.info),

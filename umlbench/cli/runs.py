@@ -217,7 +217,11 @@ def sweep(methods, seeds, suite, config_file, overrides, executor, slurm_opts, f
 @click.option("--backend", default=None,
               help="Search backend: torch (default), torch-fp32, faiss-cpu or faiss-gpu; all "
                    "give the same exact scores.")
-def evaluate(embeddings, as_json, device, metrics, backend):
+@click.option("--cluster-rows", type=click.Choice(["all", "queries"]), default="all",
+              show_default=True,
+              help="Rows NMI/F1 cluster when query and gallery rows differ: all, or the query "
+                   "rows only (pytorch-metric-learning's reading).")
+def evaluate(embeddings, as_json, device, metrics, backend, cluster_rows):
     """Score saved embeddings (.npz: embeddings, labels, datasets[, is_query, is_gallery])."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -229,6 +233,7 @@ def evaluate(embeddings, as_json, device, metrics, backend):
         task = progress.add_task("search", total=None)
         res = evaluate_npz(Path(embeddings), device=device,
                            metrics=metrics.split(",") if metrics else None, backend=backend,
+                           cluster_rows=cluster_rows,
                            progress=lambda done, total: progress.update(task, completed=done,
                                                                         total=total))
     if as_json:

@@ -134,7 +134,7 @@ def run_episodes(method, model, data: ProtocolData, trainer, root: Path) -> list
     feats = _features(trainer, model, data, test)
     with torch.inference_mode():
         zero = F.normalize(model.head(feats), dim=-1).numpy()
-    spec = MetricSpec.from_names(cfg.eval.metrics)
+    spec = MetricSpec.from_names(cfg.eval.metrics, cfg.eval.cluster_rows)
     shots_list = [cfg.protocol.shots] if cfg.protocol.shots else [int(s) for s in level["episodes"]]
     labels = test["target"].to_numpy()
     results = []
