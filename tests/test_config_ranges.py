@@ -174,3 +174,13 @@ def test_direct_from_dict_checks_ranges_and_crop_order():
         from_dict(RunConfig, {"method": "x", "train": {"epochs": 0}})
     with pytest.raises(UserError, match=r"data.crop_scale must be \[min, max\] with min <= max"):
         from_dict(RunConfig, {"method": "x", "data": {"crop_scale": [0.9, 0.2]}})
+
+
+def test_prepare_data_with_a_missing_source_is_one_line_and_prints_nothing_else(tmp_path):
+    res = CliRunner().invoke(cli, ["prepare-data", "--dataset", "cub", "--source",
+                                   str(tmp_path / "MISSING"), "--data-root",
+                                   str(tmp_path / "root")])
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().splitlines() == [
+        f"error: --source {tmp_path / 'MISSING'}: no such file or folder"]
+    assert not (tmp_path / "root").exists()
