@@ -60,6 +60,7 @@ __all__ = [
     "ranged",
     "field_range",
     "check_number",
+    "numeric_fields",
 ]
 
 SUITE_CONFIG_DIR = Path(__file__).parent / "configs"
@@ -232,8 +233,10 @@ class BackboneConfig:
 class DataConfig:
     datasets: tuple[str, ...] = ()  # subset of the suite; empty = all
     input_size: int | None = num(None, ge=8)  # None: the backbone's input size
-    crop_scale: tuple[float, float] = num((0.2, 1.0), gt=0, le=1)  # RandomResizedCrop scale (official: 0.2-1)
-    resize_ratio: float = num(256 / 224, ge=1)  # eval: resize to input*ratio, then centre-crop input
+    # RandomResizedCrop scale (official: 0.2-1)
+    crop_scale: tuple[float, float] = num((0.2, 1.0), gt=0, le=1)
+    # eval: resize to input*ratio, then centre-crop input
+    resize_ratio: float = num(256 / 224, ge=1)
     num_workers: int = num(0, ge=0)
     pin_memory: bool = False
     eval_batch_size: int = num(256, ge=1)
@@ -266,20 +269,23 @@ class TrainConfig:
     # Mixed precision of the training step on CUDA: fp16 (autocast + GradScaler, the official
     # --use_fp16) | bf16 (autocast, no scaler) | off. On CPU training always runs in fp32.
     amp: str = "fp16"
-    grad_clamp: float = num(1.0, ge=0)  # element-wise gradient value clamp (official --clip_grad); 0 = off
+    # element-wise gradient value clamp (official --clip_grad); 0 = off
+    grad_clamp: float = num(1.0, ge=0)
     grad_clip_norm: float = num(0.0, ge=0)  # global norm clipping; 0 = off
     sampler: str = "uniform"  # uniform | unique | dcb (see data/samplers.py)
     ipc: int = num(0, ge=0)  # images per class for the unique/dcb samplers
     ipc_replace: bool = False  # True: a class's ipc images always drawn with replacement (official)
     reshuffle: bool = True  # False: the same batch order every epoch (official IPC-0 runs)
-    eval_every: int = num(20, ge=0)  # evaluation period in epochs (0 = only as eval_rule says for the end)
+    # evaluation period in epochs (0 = only as eval_rule says for the end)
+    eval_every: int = num(20, ge=0)
     # every: after every eval_every-th epoch and after the last one (umlbench);
     # official: after 0-based epoch e when e % eval_every == 0 and e > 0 (train.py), i.e. after
     # 21, 41, 61, 81 of 100 epochs; the final model is not scored unless it falls on the rule.
     eval_rule: str = "every"
     select: str = "universal"  # universal | val | last: which evaluation picks the checkpoint
     select_metric: str = "recall@1"
-    val_fraction: float = num(0.15, gt=0, lt=1)  # select=val: fraction of training classes held out per dataset
+    # select=val: fraction of training classes held out per dataset
+    val_fraction: float = num(0.15, gt=0, lt=1)
     max_steps_per_epoch: int = num(0, ge=0)  # 0 = full epochs; >0 truncates (smoke tests)
     log_every: int = num(20, ge=1)
 
@@ -319,10 +325,12 @@ class ProtocolConfig:
     name: str = "uml"  # uml | oodml | fewshot | fewshot-train
     dataset: str | None = None  # oodml/fewshot: the dataset whose splits are used
     level: int | None = num(None, ge=1)  # oodml/fewshot: split level (1 = easiest)
-    shots: int | None = num(None, ge=1)  # fewshot: support images per class; fewshot-train: K per class
+    # fewshot: support images per class; fewshot-train: K per class
+    shots: int | None = num(None, ge=1)
     episodes: int = num(10, ge=1)  # fewshot: episodes per shot count (at most the split file's)
     finetune_iterations: int = num(0, ge=0)  # fewshot: adaptation steps; 0 = ooDML's (1000 / 1500)
-    finetune_lr: float = num(0.0, ge=0)  # fewshot: Adam lr of the adaptation; 0 = 10 x train.lr (ooDML)
+    # fewshot: Adam lr of the adaptation; 0 = 10 x train.lr (ooDML)
+    finetune_lr: float = num(0.0, ge=0)
     # fewshot-train: the K-shot subsets: official (imported pickles) | seeded | auto (official
     # where imported, else seeded)
     subsets: str = "auto"

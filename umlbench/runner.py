@@ -72,6 +72,12 @@ def build_config(
         loss_name = (layer.get("loss") or {}).get("name", loss_name)
         protocol = (layer.get("protocol") or {}).get("name", protocol)
         shots = (layer.get("protocol") or {}).get("shots", shots)
+    for source, layer in user:
+        # The user's own values first: a protocol's derived defaults read some of them (shots),
+        # and an out-of-range one must be named by its key and range, not by what it breaks.
+        from_dict(RunConfig, merge({"method": method},
+                                   {k: v for k, v in layer.items() if k != "method_args"}),
+                  source=source)
     if protocol:
         # The method's protocol config, then its overlay for this suite (e.g. mini's scale).
         pdir = Path(inspect.getfile(cls)).parent / "configs" / "protocol"

@@ -23,9 +23,11 @@ class Puma(Method):
     @dataclass(frozen=True, kw_only=True)
     class Config:
         embedding_dim: int = num(128, ge=1)
-        adapter_dim: int = num(0, ge=0)  # bottleneck; 0 = embed_dim // 3 (128 for ViT-S, as the paper)
+        # bottleneck; 0 = embed_dim // 3 (128 for ViT-S, as the paper)
+        adapter_dim: int = num(0, ge=0)
         adapter_scale: float = num(0.1, gt=0)
-        adapter_drop: float = num(0.5, ge=0, lt=1)  # per-sample DropPath of each adapter (the "stochastic" part)
+        # per-sample DropPath of each adapter (the "stochastic" part)
+        adapter_drop: float = num(0.5, ge=0, lt=1)
         use_adapters: bool = True
         use_prompts: bool = True
         pool_size: int = num(20, ge=1)

@@ -127,3 +127,25 @@ def test_one_dimensional_embeddings_warn_once_with_the_reason(monkeypatch):
         evaluate(x, [0, 0, 1, 1], ["d"] * 4)
         evaluate(x, [0, 0, 1, 1], ["d"] * 4, normalize=False)  # raw values: nothing collapses
         evaluate(np.hstack([x, x]), [0, 0, 1, 1], ["d"] * 4)
+
+
+def test_evaluate_cli_takes_the_cluster_rows_option(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from umlbench.cli import cli
+
+    x, y, point, q = _inshop_like()
+    path = tmp_path / "e.npz"
+    np.savez(path, embeddings=x, labels=y, datasets=np.array(["inshop"] * len(y)),
+             is_query=q, is_gallery=~q)
+    got = {}
+    for rows in ("all", "queries"):
+        res = CliRunner().invoke(cli, ["evaluate", str(path), "--json", "--metrics", "nmi",
+                                       "--cluster-rows", rows])
+        assert res.exit_code == 0, res.output
+        got[rows] = json.loads(res.stdout)["universal"]["nmi"]
+    assert got["all"] == pytest.approx(normalized_mutual_info_score(y, point), abs=1e-12)
+    assert got["queries"] == pytest.approx(normalized_mutual_info_score(y[q], point[q]),
+                                           abs=1e-12)
