@@ -43,10 +43,10 @@ def _embed(data_root: str, out: str) -> None:
     import torch
     from rich.console import Console
 
+    from umlbench.methods import DataInfo
     from umlbench.runner import build_config, load_protocol, method_class
     from umlbench.train.distributed import DistInfo
     from umlbench.train.trainer import Trainer
-    from umlbench.methods import DataInfo
 
     torch.set_num_threads(int(os.environ.get("UMLBENCH_NOISE_THREADS", "2")))
     cfg = build_config("off-the-shelf", "mini", None, [f"data_root={data_root}"])
