@@ -207,3 +207,25 @@ def test_prepare_data_with_a_missing_source_is_one_line_and_prints_nothing_else(
     assert res.output.strip().splitlines() == [
         f"error: --source {tmp_path / 'MISSING'}: no such file or folder"]
     assert not (tmp_path / "root").exists()
+
+
+def test_a_numeric_field_without_a_range_is_what_the_probe_reports():
+    """How the first probe catches a new field: a plain ``x: float = 0.1`` has no range."""
+    from dataclasses import dataclass
+
+    from umlbench.config import Range, num
+
+    @dataclass(frozen=True, kw_only=True)
+    class NewConfig:
+        plain: float = 0.1
+        declared: int = num(1, ge=1)
+        scales: dict[str, float] = num(factory=dict, ge=0)
+        name: str = ""
+        flag: bool = False
+
+    assert numeric_fields(NewConfig) == {"plain": (False, None), "declared": (True, Range(ge=1)),
+                                         "scales": (False, Range(ge=0))}
+    with pytest.raises(UserError, match=r"declared must be an integer >= 1, got 0"):
+        from_dict(NewConfig, {"declared": 0})
+    with pytest.raises(UserError, match=r"plain must be a finite number, got nan"):
+        from_dict(NewConfig, {"plain": "nan"})  # undeclared: still finite
