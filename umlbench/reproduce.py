@@ -20,7 +20,8 @@ Three outcomes (:attr:`Reproduction.verdict`):
 * ``different``: anything else, including any difference at all where the environment matches.
 
 Why the tolerance: float32 kernels (MKL sgemm, oneDNN) choose their code path from the CPU, so
-a frozen backbone's embeddings differ across CPUs in their last bits (about 1 float32 ulp). The
+a frozen backbone's embeddings differ across CPUs in their last bits (up to 1.6e-6 of a row's
+largest entry with MKL/oneDNN limited to AVX2 on an AVX-512 CPU; 1 or 2 threads: identical). The
 evaluation is exact for the embeddings it gets, so those bits reach a metric only when they
 swap two near-tied gallery items of one query. Every metric is a mean over the n queries of a
 scope; one swap moves Recall@K or P@1 by 0 or 1/n (only when the swap crosses the first relevant
