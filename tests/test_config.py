@@ -25,7 +25,7 @@ def test_unknown_method_arg_is_an_error():
 
 
 def test_type_errors_are_user_errors():
-    with pytest.raises(UserError, match="train.epochs must be int"):
+    with pytest.raises(UserError, match="train.epochs must be an integer >= 1, got .many."):
         from_dict(RunConfig, {"method": "x", "train": {"epochs": "many"}})
 
 
@@ -57,7 +57,7 @@ def test_per_loss_defaults_apply_to_finetune():
 def test_yaml_exponent_without_dot_is_a_float():
     cfg = build_config("puma", "mini", overrides=["train.lr=1e-4", "train.weight_decay=2"])
     assert cfg.train.lr == 1e-4 and cfg.train.weight_decay == 2.0
-    with pytest.raises(UserError, match="train.lr must be a number"):
+    with pytest.raises(UserError, match="train.lr must be a finite number > 0, got .fast."):
         build_config("puma", "mini", overrides=["train.lr=fast"])
 
 

@@ -4,11 +4,31 @@ Layers, later wins: the suite defaults (``umlbench/configs/<suite>.yaml``), the 
 for that suite (``<method package>/configs/<suite>.yaml``), the user's ``--config FILE``, then
 ``--set key=value`` overrides and explicit CLI flags. An unknown key anywhere is an error that
 names the key and where it came from (OML silently drops them; we do not).
+
+Every numeric field declares its allowed range where it is declared, with :func:`num`::
+
+    epochs: int = num(100, ge=1)
+    lr: float = num(1e-4, gt=0)
+    gamma: float = num(0.5, gt=0, le=1)
+
+:func:`from_dict` checks each value against it (numbers must also be finite: nan and inf are
+refused everywhere), so a typo is one ``error:`` line naming the key, the value and the range
+before anything is prepared, trained or written. This holds for the dataclasses here, for every
+method's ``Config`` (``umlbench/methods.py``) and, through :func:`ranged`, for the keyword
+arguments of every loss factory (``loss.args``; ``umlbench/train/losses.py``).
+
+**Adding a numeric field:** declare it with ``num(default, ge=/gt=/le=/lt=)``. A plain
+``x: float = 0.1`` is refused by ``tests/test_config_ranges.py``, which walks every numeric field
+of every shipped config (suite x method x protocol x loss) and feeds an out-of-range value, nan,
+inf and a wrong type through ``umlbench run --dry-run --set``; it fails for a field that has no
+declared range, so a new field cannot slip past the check.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +56,12 @@ __all__ = [
     "render_config",
     "batch_layout",
     "SUITE_CONFIG_DIR",
+    "Range",
+    "num",
+    "ranged",
+    "field_range",
+    "check_number",
+    "numeric_fields",
 ]
 
 SUITE_CONFIG_DIR = Path(__file__).parent / "configs"
@@ -49,6 +75,154 @@ FINETUNE_SAMPLERS = ("replacement", "unique")
 FINETUNE_MINERS = ("official", "pml")
 FEWSHOT_CLUSTERS = ("support", "query")
 SCHEDULE_GRANULARITIES = ("epoch", "iteration")
+CLUSTER_ROWS = ("all", "queries")  # umlbench.metrics.spec.CLUSTER_ROWS (config imports no metrics)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric config field: bounds ``ge``/``gt`` (below) and
+    ``le``/``lt`` (above), any of them None; the value must also be finite."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def __contains__(self, value: float) -> bool:
+        return (math.isfinite(value)
+                and (self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def __str__(self) -> str:
+        lo = (f"[{_g(self.ge)}" if self.ge is not None else
+              f"({_g(self.gt)}" if self.gt is not None else None)
+        hi = (f"{_g(self.le)}]" if self.le is not None else
+              f"{_g(self.lt)})" if self.lt is not None else None)
+        if lo and hi:
+            return f"in {lo}, {hi}"
+        if lo:
+            return (">= " if lo[0] == "[" else "> ") + lo[1:]
+        if hi:
+            return ("<= " if hi[-1] == "]" else "< ") + hi[:-1]
+        return "(any finite value)"
+
+    def outside(self, integer: bool) -> list[float]:
+        """Values just outside the range (what the probe test feeds in)."""
+        step = 1 if integer else 0.5
+        out = []
+        if self.ge is not None:
+            out.append(self.ge - step)
+        if self.gt is not None:
+            out.append(self.gt)  # the open bound itself is outside
+        if self.le is not None:
+            out.append(self.le + step)
+        if self.lt is not None:
+            out.append(self.lt)
+        return [int(v) if integer and float(v).is_integer() else v for v in out]
+
+
+def _g(x: float) -> str:
+    return f"{x:g}"
+
+
+def num(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING,
+        ge: float | None = None, gt: float | None = None, le: float | None = None,
+        lt: float | None = None) -> Any:
+    """A numeric dataclass field with its allowed range (see the module docstring).
+
+    For ``tuple[float, ...]`` and ``dict[str, float]`` fields the range holds for every element;
+    ``None`` (for ``int | None`` fields) is always allowed."""
+    meta = {"range": Range(ge=ge, gt=gt, le=le, lt=lt)}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def field_range(f: dataclasses.Field) -> Range | None:
+    """The declared range of a dataclass field (None: not declared with :func:`num`)."""
+    return f.metadata.get("range")
+
+
+def ranged(**ranges: Range):
+    """Declare the ranges of a factory's keyword arguments (loss factories):
+    ``@ranged(margin=Range(ge=0), scale=Range(gt=0))``; read back as ``fn.arg_ranges``."""
+
+    def deco(fn):
+        fn.arg_ranges = dict(ranges)
+        return fn
+
+    return deco
+
+
+def _is_integer_type(tp: Any) -> bool | None:
+    """True for int, False for float, None for anything else (after Optional/tuple/dict)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _is_integer_type(args[0]) if len(args) == 1 else None
+    if origin is tuple:
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return _is_integer_type(args[0]) if args else None
+    if origin is dict:
+        args = typing.get_args(tp)
+        return _is_integer_type(args[1]) if len(args) == 2 else None
+    if tp is int:
+        return True
+    if tp is float:
+        return False
+    return None
+
+
+@functools.lru_cache(maxsize=None)  # type hints are resolved once per class (slow otherwise)
+def numeric_fields(cls) -> dict[str, tuple[bool, Range | None]]:
+    """``{field name: (is integer, declared range or None)}`` for the numeric fields of
+    dataclass ``cls`` (int/float, optionally inside Optional, tuple or dict values)."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        integer = _is_integer_type(hints[f.name])
+        if integer is not None:
+            out[f.name] = (integer, field_range(f))
+    return out
+
+
+def check_number(key: str, value: Any, rng: Range | None, integer: bool) -> None:
+    """Raise a one-line :class:`UserError` naming ``key``, ``value`` and the allowed range when
+    ``value`` is not a finite number in ``rng`` (an integer when ``integer``)."""
+    what = _describe(integer, rng)
+    bad = (isinstance(value, bool) or not isinstance(value, (int, float))
+           or (integer and not isinstance(value, int)))
+    if not bad:
+        bad = value not in rng if rng is not None else not math.isfinite(value)
+    if bad:
+        raise UserError(f"{key} must be {what}, got {value!r}")
+
+
+def _describe(integer: bool, rng: Range | None, plural: bool = False) -> str:
+    kind = (("integers" if plural else "an integer") if integer else
+            ("finite numbers" if plural else "a finite number"))
+    return f"{kind} {rng}" if rng is not None else kind
+
+
+def _check_ranges(obj, prefix: str) -> None:
+    """Check every numeric field of dataclass ``obj`` against its declared range."""
+    for name, (integer, rng) in numeric_fields(type(obj)).items():
+        value = getattr(obj, name)
+        key = prefix + name
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            for k, v in value.items():
+                check_number(f"{key}.{k}", v, rng, integer)
+        elif isinstance(value, tuple):
+            for v in value:
+                try:
+                    check_number(key, v, rng, integer)
+                except UserError:
+                    raise UserError(f"{key} must hold {_describe(integer, rng, plural=True)}, "
+                                    f"got {list(value)!r}") from None
+        else:
+            check_number(key, value, rng, integer)
 
 
 def _check_choice(key: str, value: str, known: tuple[str, ...]) -> None:
@@ -66,57 +240,68 @@ class BackboneConfig:
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     datasets: tuple[str, ...] = ()  # subset of the suite; empty = all
-    input_size: int | None = None  # None: the backbone's input size
-    crop_scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop scale (official: 0.2-1)
-    resize_ratio: float = 256 / 224  # eval: resize to input*ratio, then centre-crop input
-    num_workers: int = 0
+    input_size: int | None = num(None, ge=8)  # None: the backbone's input size
+    # RandomResizedCrop scale (official: 0.2-1)
+    crop_scale: tuple[float, float] = num((0.2, 1.0), gt=0, le=1)
+    # eval: resize to input*ratio, then centre-crop input
+    resize_ratio: float = num(256 / 224, ge=1)
+    num_workers: int = num(0, ge=0)
     pin_memory: bool = False
-    eval_batch_size: int = 256
+    eval_batch_size: int = num(256, ge=1)
     use_cache: bool = True  # False: decode the original JPEGs (real datasets only)
+
+    def __post_init__(self) -> None:
+        lo, hi = (tuple(self.crop_scale) + (None, None))[:2]
+        if len(self.crop_scale) != 2 or (lo is not None and hi is not None and lo > hi):
+            raise UserError(f"data.crop_scale must be [min, max] with min <= max, got "
+                            f"{list(self.crop_scale)!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    epochs: int = 100
+    epochs: int = num(100, ge=1)
     # Images per optimiser step (the loss sees them all), split evenly over the DDP processes.
     # The official --batch_size_per_gpu 180 on --nproc_per_node=4 is 720 (configs/uml.yaml),
     # whatever --nproc is here; mini sets its own (128).
-    batch_size: int = 180
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
+    batch_size: int = num(180, ge=1)
+    lr: float = num(1e-4, gt=0)
+    weight_decay: float = num(1e-4, ge=0)
     # Per-parameter-group learning-rate multipliers (groups are named by the method).
-    lr_scales: dict[str, float] = field(
-        default_factory=lambda: {"backbone": 1.0, "adapter": 10.0, "prompt": 10.0,
-                                 "lora": 10.0, "head": 10.0, "proxies": 1e4}
-    )
+    # 0 freezes a group (its parameters get learning rate 0).
+    lr_scales: dict[str, float] = num(
+        factory=lambda: {"backbone": 1.0, "adapter": 10.0, "prompt": 10.0,
+                         "lora": 10.0, "head": 10.0, "proxies": 1e4}, ge=0)
     optimizer: str = "adamw"  # adamw | adam | sgd
     scheduler: str = "step"  # step | cosine | none
-    step_epochs: int = 20  # step scheduler: multiply by gamma every step_epochs
-    gamma: float = 0.5
-    min_lr_scale: float = 0.1  # cosine scheduler floor
-    warmup_epochs: int = 0
+    step_epochs: int = num(20, ge=1)  # step scheduler: multiply by gamma every step_epochs
+    gamma: float = num(0.5, gt=0, le=1)  # a decay: > 1 would grow the lr
+    min_lr_scale: float = num(0.1, ge=0, le=1)  # cosine scheduler floor
+    warmup_epochs: int = num(0, ge=0)
     # When the lr factor changes: epoch (constant within an epoch) | iteration (every optimiser
     # step, as the official utils.cosine_scheduler / step_scheduler indexed by the global step)
     schedule_granularity: str = "epoch"
     # Mixed precision of the training step on CUDA: fp16 (autocast + GradScaler, the official
     # --use_fp16) | bf16 (autocast, no scaler) | off. On CPU training always runs in fp32.
     amp: str = "fp16"
-    grad_clamp: float = 1.0  # element-wise gradient value clamp (official --clip_grad); 0 = off
-    grad_clip_norm: float = 0.0  # global norm clipping; 0 = off
+    # element-wise gradient value clamp (official --clip_grad); 0 = off
+    grad_clamp: float = num(1.0, ge=0)
+    grad_clip_norm: float = num(0.0, ge=0)  # global norm clipping; 0 = off
     sampler: str = "uniform"  # uniform | unique | dcb (see data/samplers.py)
-    ipc: int = 0  # images per class for the unique/dcb samplers
+    ipc: int = num(0, ge=0)  # images per class for the unique/dcb samplers
     ipc_replace: bool = False  # True: a class's ipc images always drawn with replacement (official)
     reshuffle: bool = True  # False: the same batch order every epoch (official IPC-0 runs)
-    eval_every: int = 20  # evaluation period in epochs (0 = only as eval_rule says for the end)
+    # evaluation period in epochs (0 = only as eval_rule says for the end)
+    eval_every: int = num(20, ge=0)
     # every: after every eval_every-th epoch and after the last one (umlbench);
     # official: after 0-based epoch e when e % eval_every == 0 and e > 0 (train.py), i.e. after
     # 21, 41, 61, 81 of 100 epochs; the final model is not scored unless it falls on the rule.
     eval_rule: str = "every"
     select: str = "universal"  # universal | val | last: which evaluation picks the checkpoint
     select_metric: str = "recall@1"
-    val_fraction: float = 0.15  # select=val: fraction of training classes held out per dataset
-    max_steps_per_epoch: int = 0  # 0 = full epochs; >0 truncates (smoke tests)
-    log_every: int = 20
+    # select=val: fraction of training classes held out per dataset
+    val_fraction: float = num(0.15, gt=0, lt=1)
+    max_steps_per_epoch: int = num(0, ge=0)  # 0 = full epochs; >0 truncates (smoke tests)
+    log_every: int = num(20, ge=1)
 
     def __post_init__(self) -> None:
         _check_choice("train.amp", self.amp, AMP_MODES)
@@ -137,31 +322,38 @@ class EvalConfig:
         "recall@1", "recall@2", "recall@4", "recall@8", "precision@1",
         "r_precision", "map@r", "map@1000", "nmi", "f1",
     )
-    batch_size: int = 256
+    batch_size: int = num(256, ge=1)
     # Autocast dtype of the embedding pass on CUDA: fp32 (no autocast; the official evaluation)
     # | fp16 | bf16. On CPU evaluation always runs in fp32.
     precision: str = "fp32"
+    # Which rows NMI/F1 cluster where query and gallery rows differ (In-shop): all (query and
+    # gallery rows together, the default) | queries (the query rows only, as
+    # pytorch-metric-learning's AccuracyCalculator). Leave-one-out datasets: the same rows.
+    cluster_rows: str = "all"
 
     def __post_init__(self) -> None:
         _check_choice("eval.precision", self.precision, EVAL_PRECISIONS)
+        _check_choice("eval.cluster_rows", self.cluster_rows, CLUSTER_ROWS)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ProtocolConfig:
     name: str = "uml"  # uml | oodml | fewshot | fewshot-train
     dataset: str | None = None  # oodml/fewshot: the dataset whose splits are used
-    level: int | None = None  # oodml/fewshot: split level (1 = easiest)
-    shots: int | None = None  # fewshot: support images per class; fewshot-train: K per class
-    episodes: int = 10  # fewshot: episodes per shot count (at most the split file's)
-    finetune_iterations: int = 0  # fewshot: adaptation steps; 0 = ooDML's (1000 / 1500)
-    finetune_lr: float = 0.0  # fewshot: Adam lr of the adaptation; 0 = 10 x train.lr (ooDML)
+    level: int | None = num(None, ge=1)  # oodml/fewshot: split level (1 = easiest)
+    # fewshot: support images per class; fewshot-train: K per class
+    shots: int | None = num(None, ge=1)
+    episodes: int = num(10, ge=1)  # fewshot: episodes per shot count (at most the split file's)
+    finetune_iterations: int = num(0, ge=0)  # fewshot: adaptation steps; 0 = ooDML's (1000 / 1500)
+    # fewshot: Adam lr of the adaptation; 0 = 10 x train.lr (ooDML)
+    finetune_lr: float = num(0.0, ge=0)
     # fewshot: the base model adapted: selected (best validation epoch) | final (the released
     # script's, whose best_weights alias the live parameters)
     fewshot_base: str = "selected"
     # fewshot adaptation, as the official scripts by default (see protocols/fewshot_adapt.py):
     # support images augmented at every step | cached un-augmented features
     finetune_support: str = "augmented"
-    finetune_views: int = 0  # augmented: 0 = fresh every step; N = N views per image, drawn
+    finetune_views: int = num(0, ge=0)  # augmented: 0 = fresh every step; N = N views per image, drawn
     finetune_sampler: str = "replacement"  # replacement (class_random_sampler) | unique
     finetune_miner: str = "official"  # official (batchminer/distance.py) | pml
     # fewshot NMI/F1: k = number of support classes (official) | query classes
@@ -189,7 +381,7 @@ class RunConfig:
     method: str
     method_args: dict[str, Any] = field(default_factory=dict)
     suite: str = "mini"
-    seed: int = 0
+    seed: int = num(0, ge=0)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     data_root: str | None = None
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -224,6 +416,7 @@ def evaluation_epochs(t: TrainConfig) -> list[int]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def _field_types(cls) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
@@ -278,11 +471,27 @@ def from_dict(cls, data: dict, *, source: str = "config", prefix: str = ""):
             f"{source}: unknown config key '{prefix}{unknown[0]}'; "
             f"known keys{' under ' + prefix.rstrip('.') if prefix else ''}: {', '.join(types_)}"
         )
-    kwargs = {k: _coerce(v, types_[k], prefix + k, source) for k, v in data.items()}
+    numeric = numeric_fields(cls)
+    kwargs = {}
+    for k, v in data.items():
+        try:
+            kwargs[k] = _coerce(v, types_[k], prefix + k, source)
+        except UserError:
+            if k not in numeric or isinstance(v, dict):
+                raise
+            # A word where a number belongs: say which numbers are allowed.
+            integer, rng = numeric[k]
+            if isinstance(v, (list, tuple)):
+                raise UserError(f"{source}: {prefix}{k} must hold "
+                                f"{_describe(integer, rng, plural=True)}, got {v!r}") from None
+            raise UserError(f"{source}: {prefix}{k} must be {_describe(integer, rng)}, "
+                            f"got {v!r}") from None
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
+        _check_ranges(obj, prefix)
     except (TypeError, UserError) as exc:
         raise UserError(f"{source}: {exc}") from None
+    return obj
 
 
 def to_dict(obj) -> Any:

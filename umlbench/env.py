@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["package_versions", "code_identity", "hardware"]
+__all__ = ["package_versions", "code_identity", "hardware", "cpu_model"]
 
 _PACKAGES = ("umlbench", "torch", "torchvision", "timm", "numpy", "faiss-cpu", "faiss-gpu-cu12",
              "pytorch-metric-learning", "pandas", "scikit-learn")
@@ -76,10 +76,25 @@ def code_identity(package: Path | None = None) -> dict:
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), e.g. "AMD EPYC" or "Intel(R) Xeon(R)
+    Platinum 8481C": float32 kernels (MKL, oneDNN) pick their code path from it, so two
+    machines give bit-identical float32 results only when it is the same. Falls back to
+    :func:`platform.processor`."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith(("model name", "cpu model")):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware(device: str = "cpu", world_size: int = 1) -> dict:
     info = {
         "platform": platform.platform(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": device,

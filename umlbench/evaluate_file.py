@@ -40,7 +40,8 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def evaluate_npz(path: Path, device: str = "cpu", metrics: list[str] | None = None,
-                 progress=None, backend: str | None = None) -> EvalResult:
+                 progress=None, backend: str | None = None,
+                 cluster_rows: str = "all") -> EvalResult:
     """Load ``path`` and evaluate; every input problem is a one-line UserError naming the file."""
     arrays = load_npz(Path(path))
     missing = [k for k in REQUIRED if k not in arrays]
@@ -58,9 +59,12 @@ def evaluate_npz(path: Path, device: str = "cpu", metrics: list[str] | None = No
             if arrays[key].dtype != bool:
                 raise UserError(f"{path}: {key} must be a bool array, got {arrays[key].dtype}")
             flags[key] = arrays[key]
+    from dataclasses import replace
+
     from umlbench.metrics import DEFAULT_METRICS, MetricSpec, evaluate  # after the input checks
 
-    spec = MetricSpec.from_names(metrics) if metrics else DEFAULT_METRICS
+    spec = MetricSpec.from_names(metrics, cluster_rows) if metrics else \
+        replace(DEFAULT_METRICS, cluster_rows=cluster_rows)
     try:
         # Not cast to float32 here: the engine normalises in float64, so float64 values beyond
         # float32's range still score correctly.

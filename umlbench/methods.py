@@ -4,13 +4,14 @@ A method implements only what differs (PML's base-class idea); the protocol, tra
 evaluation and run record are shared. Subclass :class:`Method`, declare a ``Config`` dataclass of
 hyper-parameters, and register the class::
 
+    from umlbench.config import num
     from umlbench.methods import METHODS, Method
 
     @METHODS.register("my-method")
     class MyMethod(Method):
         @dataclass(frozen=True, kw_only=True)
         class Config:
-            embedding_dim: int = 128
+            embedding_dim: int = num(128, ge=1)   # numbers declare their range (config.py)
 
         def build(self, data):            # -> nn.Module mapping images (B,3,H,W) to (B, D)
             ...

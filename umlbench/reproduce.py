@@ -9,6 +9,31 @@ both values. Checkpoints go to a temporary work dir (never resumed from); the ne
 the results dir like any run's. On CPU the rerun uses the record's number of torch threads
 (``hardware.torch_threads``): float sums are split differently with another count, so a run is
 bit-exact only with the same one.
+
+Three outcomes (:attr:`Reproduction.verdict`):
+
+* ``identical``: every metric equals the record's, bit for bit;
+* ``within_noise``: the rerun ran on different hardware or numerical libraries
+  (:func:`environment_differences`: CPU model, device, GPUs, threads, processes, torch/numpy
+  versions; a record without a CPU model counts as different) and every metric that differs
+  does so by at most :data:`NOISE_TOLERANCE`;
+* ``different``: anything else, including any difference at all where the environment matches.
+
+Why the tolerance: float32 kernels (MKL sgemm, oneDNN) choose their code path from the CPU, so
+a frozen backbone's embeddings differ across CPUs in their last bits (up to 1.6e-6 of a row's
+largest entry with MKL/oneDNN limited to AVX2 on an AVX-512 CPU; 1 or 2 threads: identical). The
+evaluation is exact for the embeddings it gets, so those bits reach a metric only when they
+swap two near-tied gallery items of one query. Every metric is a mean over the n queries of a
+scope; one swap moves Recall@K or P@1 by 0 or 1/n (only when the swap crosses the first relevant
+item at rank K: rare), and R-precision, MAP@R or MAP@1000 by at most 1/(R n), R the query's
+relevant items (any swap between a relevant and an irrelevant item in the top R or 1000 counts).
+So MAP-type metrics move by ~1e-6 with a handful of swaps and Recall@K stays put, as measured:
+on the mini suite, embeddings from MKL/oneDNN limited to AVX2 (another CPU's kernels) changed 6
+of 110 metrics by at most 1.6e-6, 1-ulp random perturbations changed up to 9 by at most 3.4e-6,
+an AMD EPYC rerun of a record made on another CPU 12 of 135 by at most 3.4e-6, never Recall@K
+or P@1 (``benchmarks/cross_machine_noise.py``). ``NOISE_TOLERANCE`` = 1e-5 is three times the
+largest of these and ten times below the 1e-4 (0.01 percentage points) that tables print, so a
+``within_noise`` verdict never hides a difference a leaderboard could show.
 """
 
 from __future__ import annotations
@@ -16,7 +41,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -31,7 +56,14 @@ from umlbench.results.identity import (canonical_json, code_label, config_identi
 from umlbench.results.record import RecordError, RunRecord, read_record
 from umlbench.runner import load_protocol, protocol_data_identity, run
 
-__all__ = ["Reproduction", "reproduce", "record_config", "metric_differences"]
+__all__ = ["Reproduction", "reproduce", "record_config", "metric_differences",
+           "environment_differences", "NOISE_TOLERANCE", "VERDICTS"]
+
+NOISE_TOLERANCE = 1e-5  # largest |difference| of a metric counted as hardware noise (see above)
+VERDICTS = ("identical", "within_noise", "different")
+# What decides which float32 kernels ran: hardware fields and numerical packages.
+HARDWARE_KEYS = ("cpu_model", "device", "gpus", "torch_threads", "world_size")
+NUMERIC_PACKAGES = ("torch", "numpy")
 
 
 @dataclass
@@ -45,10 +77,54 @@ class Reproduction:
     differences: list[tuple[str, float | None, float | None]]
     compared: int
     warnings: list[str]
+    # Where the rerun's environment differs from the record's ("cpu_model 'A' vs 'B'"); empty:
+    # the same hardware and numerical libraries, so bit-identity is expected.
+    environment: list[str] = field(default_factory=list)
 
     @property
     def identical(self) -> bool:
         return not self.differences
+
+    @property
+    def max_difference(self) -> float:
+        """Largest |difference| among numeric metrics (inf when a value is missing on one
+        side or not a number)."""
+        out = 0.0
+        for _, was, now in self.differences:
+            if not _number(was) or not _number(now):
+                return math.inf
+            out = max(out, abs(now - was))
+        return out
+
+    @property
+    def verdict(self) -> str:
+        """identical | within_noise | different (module docstring)."""
+        if self.identical:
+            return "identical"
+        if self.environment and self.max_difference <= NOISE_TOLERANCE:
+            return "within_noise"
+        return "different"
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def environment_differences(original: RunRecord, rerun: RunRecord) -> list[str]:
+    """How the rerun's hardware and numerical packages differ from the record's, one phrase
+    each; a field the record lacks (records before ``cpu_model``) counts as a difference."""
+    out = []
+    a, b = original.hardware or {}, rerun.hardware or {}
+    for key in HARDWARE_KEYS:
+        if key not in a and key in b:
+            out.append(f"{key} not recorded (this machine: {b[key]!r})")
+        elif a.get(key) != b.get(key):
+            out.append(f"{key} {a.get(key)!r} (record) vs {b.get(key)!r} (here)")
+    pa, pb = original.packages or {}, rerun.packages or {}
+    for name in NUMERIC_PACKAGES:
+        if pa.get(name) != pb.get(name):
+            out.append(f"{name} {pa.get(name)} (record) vs {pb.get(name)} (here)")
+    return out
 
 
 def record_config(rec: RunRecord, source: str, data_root: str | None = None,
@@ -158,4 +234,5 @@ def reproduce(record_path: Path, *, data_root: str | None = None, device: str | 
             if canonical_json(r.protocol) == canonical_json(rec.protocol)]
     new, path = (same or written)[0]
     differences, compared = metric_differences(rec, new)
-    return Reproduction(rec, new, path, differences, compared, warnings)
+    return Reproduction(rec, new, path, differences, compared, warnings,
+                        environment_differences(rec, new))

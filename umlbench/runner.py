@@ -26,6 +26,7 @@ from umlbench.protocols.base import (PROTOCOLS, ProtocolData, check_protocol_con
 from umlbench.results.identity import config_identity, data_identity, rows_sha256
 from umlbench.results.record import RunRecord, new_run_id, write_record
 from umlbench.train.distributed import DistInfo, barrier, init_distributed
+from umlbench.train.losses import check_loss_args
 from umlbench.train.trainer import Trainer, TrainingFailed, resolve_device, seed_everything
 
 __all__ = ["build_config", "run", "method_class", "load_protocol", "run_prefix",
@@ -71,6 +72,12 @@ def build_config(
         loss_name = (layer.get("loss") or {}).get("name", loss_name)
         protocol = (layer.get("protocol") or {}).get("name", protocol)
         shots = (layer.get("protocol") or {}).get("shots", shots)
+    for source, layer in user:
+        # The user's own values first: a protocol's derived defaults read some of them (shots),
+        # and an out-of-range one must be named by its key and range, not by what it breaks.
+        from_dict(RunConfig, merge({"method": method},
+                                   {k: v for k, v in layer.items() if k != "method_args"}),
+                  source=source)
     if protocol:
         # The method's protocol config, then its overlay for this suite (e.g. mini's scale).
         pdir = Path(inspect.getfile(cls)).parent / "configs" / "protocol"
@@ -99,6 +106,7 @@ def build_config(
     cfg = from_dict(RunConfig, merged, source="config")
     check_protocol_config(cfg.protocol, cfg.suite)
     cls(cfg)  # validates method_args against the method's Config (names the bad key)
+    check_loss_args(cfg.loss)  # names and ranges of loss.args, before any data loads
     return cfg
 
 
@@ -275,7 +283,8 @@ def evaluate_protocol(method: Method, model, data: ProtocolData, trainer: Traine
         return out
     # The configured metrics everywhere, plus each dataset's literature Recall@K list in its
     # own scope (universal and the harmonic mean keep the configured ones).
-    spec = MetricSpec.from_names(trainer.cfg.eval.metrics).with_dataset_recall_ks(
+    ev = trainer.cfg.eval
+    spec = MetricSpec.from_names(ev.metrics, ev.cluster_rows).with_dataset_recall_ks(
         dataset_recall_ks(data.datasets))
     result = method.evaluate(model, data, data.test, trainer, metrics=spec)
     return [{"protocol": dict(data.info),

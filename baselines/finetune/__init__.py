@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.common import EmbeddingNet, make_backbone
+from umlbench.config import num
 from umlbench.errors import UserError
 from umlbench.methods import METHODS, DataInfo, Method
 from umlbench.metrics import EvalResult, MetricSpec, evaluate
@@ -88,10 +89,10 @@ class Finetune(Method):
 
     @dataclass(frozen=True, kw_only=True)
     class Config:
-        embedding_dim: int = 128
+        embedding_dim: int = num(128, ge=1)
         setting: str = "unified"  # unified | specific
-        hyp_c: float = 0.0  # >0: map embeddings onto the Poincare ball (Hyp baseline)
-        clip_r: float = 2.3
+        hyp_c: float = num(0.0, ge=0)  # >0: map embeddings onto the Poincare ball (Hyp baseline)
+        clip_r: float = num(2.3, gt=0)  # feature clipping radius (Hyp)
         scoring: str = "official"  # official | cosine (see the module docstring)
 
     def __init__(self, cfg) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from baselines.common import EmbeddingNet, make_backbone
+from umlbench.config import num
 from umlbench.methods import METHODS, DataInfo, Method
 
 __all__ = ["Linear"]
@@ -23,7 +24,7 @@ class Linear(Method):
 
     @dataclass(frozen=True, kw_only=True)
     class Config:
-        embedding_dim: int = 128
+        embedding_dim: int = num(128, ge=1)
 
     def build(self, data: DataInfo) -> nn.Module:
         return EmbeddingNet(make_backbone(self.cfg), self.args.embedding_dim, frozen=True)

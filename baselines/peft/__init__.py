@@ -8,6 +8,7 @@ from torch import nn
 
 from baselines.common import make_backbone
 from baselines.peft.modules import PeftViT
+from umlbench.config import num
 from umlbench.methods import METHODS, DataInfo, Method
 
 __all__ = ["VPT", "AdaptFormer", "LoRA"]
@@ -31,8 +32,8 @@ class VPT(_PeftMethod):
 
     @dataclass(frozen=True, kw_only=True)
     class Config:
-        embedding_dim: int = 128
-        prompt_length: int = 8
+        embedding_dim: int = num(128, ge=1)
+        prompt_length: int = num(8, ge=1)
         deep: bool = True
 
     def display_name(self) -> str:
@@ -50,9 +51,9 @@ class AdaptFormer(_PeftMethod):
 
     @dataclass(frozen=True, kw_only=True)
     class Config:
-        embedding_dim: int = 128
-        adapter_dim: int = 0  # 0 = embed_dim // 3, as PUMA's adapters
-        adapter_scale: float = 0.1
+        embedding_dim: int = num(128, ge=1)
+        adapter_dim: int = num(0, ge=0)  # 0 = embed_dim // 3, as PUMA's adapters
+        adapter_scale: float = num(0.1, gt=0)
 
 
 @METHODS.register("lora")
@@ -66,6 +67,6 @@ class LoRA(_PeftMethod):
 
     @dataclass(frozen=True, kw_only=True)
     class Config:
-        embedding_dim: int = 128
-        rank: int = 8
-        alpha: float = 8.0
+        embedding_dim: int = num(128, ge=1)
+        rank: int = num(8, ge=1)
+        alpha: float = num(8.0, gt=0)

@@ -8,6 +8,7 @@ from torch import nn
 
 from baselines.common import make_backbone
 from methods.puma.model import POSITIONS, PumaModel
+from umlbench.config import num
 from umlbench.errors import UserError
 from umlbench.methods import METHODS, DataInfo, Method
 
@@ -22,16 +23,18 @@ class Puma(Method):
 
     @dataclass(frozen=True, kw_only=True)
     class Config:
-        embedding_dim: int = 128
-        adapter_dim: int = 0  # bottleneck; 0 = embed_dim // 3 (128 for ViT-S, as the paper)
-        adapter_scale: float = 0.1
-        adapter_drop: float = 0.5  # per-sample DropPath of each adapter (the "stochastic" part)
+        embedding_dim: int = num(128, ge=1)
+        # bottleneck; 0 = embed_dim // 3 (128 for ViT-S, as the paper)
+        adapter_dim: int = num(0, ge=0)
+        adapter_scale: float = num(0.1, gt=0)
+        # per-sample DropPath of each adapter (the "stochastic" part)
+        adapter_drop: float = num(0.5, ge=0, lt=1)
         use_adapters: bool = True
         use_prompts: bool = True
-        pool_size: int = 20
-        prompt_length: int = 8
-        prompt_lambda: float = 1.0
-        ortho_scale: float = 1e-6
+        pool_size: int = num(20, ge=1)
+        prompt_length: int = num(8, ge=1)
+        prompt_lambda: float = num(1.0, ge=0)
+        ortho_scale: float = num(1e-6, ge=0)
         # grid | official: with use_prompts=false, official shifts the patch positions by
         # prompt_length as the official ViT does (few-shot command without a pool; README)
         positions: str = "grid"

@@ -163,3 +163,20 @@ def test_store_skips_invalid_files_with_one_warning_each(tmp_path):
     assert len(warnings) == sum(not n.endswith(".json") for n, _, _ in BROKEN)
     assert all("\n" not in w for w in warnings)
 
+
+
+def test_a_record_missing_many_fields_is_one_line_per_distinct_problem(tmp_path):
+    """15 missing fields are one problem (the schema reports the group once per field)."""
+    data = _good()
+    dropped = [k for k in data if k != "schema_version"][:15]
+    for k in dropped:
+        del data[k]
+    path = tmp_path / "gutted.json"
+    path.write_text(json.dumps(data))
+    res = CliRunner().invoke(cli, ["validate", str(path)])
+    assert res.exit_code == 1
+    lines = res.stdout.splitlines()
+    assert len(lines) == len(set(lines)) == 1, res.stdout
+    assert "missing fields" in lines[0] and all(repr(k) in lines[0] for k in dropped
+                                               if k in ("run_id", "method", "config"))
+    assert "1 file(s) checked, 1 problem(s)" in res.stderr

@@ -44,9 +44,9 @@ def prepare_data(suite, datasets, data_root, source, image_size, seed, workers, 
     names = list(datasets) or list(suite_datasets(suite or "mini"))
     for n in names:
         DATASETS.get(n)
-    check_prepare_args(seed=seed, image_size=image_size, workers=workers)
     if source and len(names) != 1:
         raise UserError("--source applies to one dataset; add --dataset NAME")
+    check_prepare_args(seed=seed, image_size=image_size, workers=workers, source=source)
     if no_cache and image_source:
         raise UserError("give either --cache or --no-cache, not both")
     if (no_cache or image_source) and any(DATASETS.get(n).generated for n in names):

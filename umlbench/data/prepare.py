@@ -235,9 +235,15 @@ def _write_generated(spec: DatasetSpec, tmp: Path, seed: int, image_size: int) -
 MIN_IMAGE_SIZE = 8  # pixels; anything smaller cannot hold a ViT patch grid
 
 
-def check_prepare_args(*, seed: int = 0, image_size: int | None = None, workers: int = 1) -> None:
-    """Refuse values that would silently become defaults or write an unusable cache, before
-    anything is written."""
+def check_prepare_args(*, seed: int = 0, image_size: int | None = None, workers: int = 1,
+                       source: str | None = None) -> None:
+    """Refuse values that would silently become defaults or write an unusable cache, and a
+    local ``--source`` that does not exist, before anything is written or printed."""
+    if source is not None:
+        from umlbench.data.real import _is_url
+
+        if not _is_url(source) and not Path(source).expanduser().exists():
+            raise UserError(f"--source {source}: no such file or folder")
     if seed < 0:
         raise UserError(f"--seed must be >= 0, got {seed}")
     if image_size is not None and image_size < MIN_IMAGE_SIZE:

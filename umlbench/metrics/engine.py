@@ -19,7 +19,9 @@ searched again within their dataset.
 from __future__ import annotations
 
 import math
+import numbers
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
@@ -62,6 +64,27 @@ class EvalResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_WARNED_1D = False  # the 1-dimensional embedding warning was given (see evaluate)
+
+
+def _label_array(labels) -> np.ndarray:
+    """``labels`` as an array, refusing a mix of numbers and strings: NumPy would turn
+    ``[1, "1"]`` into the strings ``["1", "1"]``, silently one class."""
+    if isinstance(labels, np.ndarray) and labels.dtype != object:
+        return labels
+    values = labels.tolist() if hasattr(labels, "tolist") else list(labels)
+    kinds = {type(v) for v in values}
+    numeric = sorted(k.__name__ for k in kinds
+                     if issubclass(k, (numbers.Number, np.number)))
+    text = sorted(k.__name__ for k in kinds if issubclass(k, (str, bytes, np.str_, np.bytes_)))
+    if numeric and text:
+        first = next(i for i, v in enumerate(values) if type(v).__name__ in text)
+        raise UserError(f"labels mix numbers ({', '.join(numeric)}) and strings "
+                        f"({', '.join(text)}), e.g. row {first} is {values[first]!r}; "
+                        "use one type so that 1 and '1' are not merged or split silently")
+    return np.asarray(labels)
 
 
 def class_codes(labels: np.ndarray) -> np.ndarray:
@@ -219,12 +242,21 @@ def evaluate(
     """
     t0 = time.perf_counter()
     emb = np.asarray(embeddings)
-    labels = np.asarray(labels)
+    labels = _label_array(labels)
     datasets = np.asarray(datasets).astype(str)
     n = emb.shape[0] if emb.ndim == 2 else 0
     is_query = np.ones(n, bool) if is_query is None else np.asarray(is_query, bool)
     is_gallery = np.ones(n, bool) if is_gallery is None else np.asarray(is_gallery, bool)
     _validate(emb, labels, datasets, is_query, is_gallery)
+    global _WARNED_1D
+    if emb.shape[1] == 1 and normalize and not _WARNED_1D:
+        # Unit length in one dimension is +1 or -1: every row ties with half of the others.
+        # Once per process: an evaluation every epoch would repeat it.
+        _WARNED_1D = True
+        warnings.warn("1-dimensional embeddings: L2 normalisation (cosine similarity) maps every "
+                      "row to +1 or -1, so all rows of a sign tie and only the tie rule orders "
+                      "them; pass normalize=False to rank by the raw value", UserWarning,
+                      stacklevel=2)
     codes = class_codes(labels)
     uniq, first_row, inv = np.unique(datasets, return_index=True, return_inverse=True)
     ds_names = uniq[np.argsort(first_row)]  # datasets in order of first appearance
@@ -290,13 +322,16 @@ def evaluate(
         from umlbench.metrics.clustering import cluster_scores
 
         rows_all = np.argsort(perm, kind="stable")  # clustered in input order
+        if metrics.cluster_rows == "queries":  # PML's reading: the query rows only
+            rows_all = rows_all[isq[rows_all]]
         if universal:
             result_uni.update(cluster_scores(searcher, cls, rows_all, metrics, seed, n_clusters))
         if per_dataset:
             for d, name in enumerate(ds_names):
                 rows = rows_all[ds_code[rows_all] == d]
-                result_ds[str(name)].update(cluster_scores(searcher, cls, rows, metrics, seed,
-                                                           n_clusters))
+                result_ds[str(name)].update(
+                    cluster_scores(searcher, cls, rows, metrics, seed, n_clusters) if len(rows)
+                    else {m: float("nan") for m in ("nmi", "f1") if getattr(metrics, m)})
 
     summary: dict[str, dict[str, float]] = {"harmonic_mean": {}, "arithmetic_mean": {}}
     if result_ds:

@@ -126,7 +126,7 @@ def run_episodes(method, model, data: ProtocolData, trainer, root: Path) -> list
     # Support images get the run's training augmentation (the official support dataset is a
     # training BaseDataset: random crop + flip, as its base training).
     augment = build_transform(trainer.transform_config(model), train=True)
-    spec = MetricSpec.from_names(cfg.eval.metrics)
+    spec = MetricSpec.from_names(cfg.eval.metrics, cfg.eval.cluster_rows)
     shots_list = [cfg.protocol.shots] if cfg.protocol.shots else [int(s) for s in level["episodes"]]
     labels = test["target"].to_numpy()
     results = []

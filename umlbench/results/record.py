@@ -170,7 +170,9 @@ def _check(data: Any, source: str) -> tuple[list[str], dict | None]:
         data = _upgraded(dict(data), source)
     except RecordError as exc:
         return [str(exc)], None
-    found = [f"{source}: {p}" for p in schema_problems(data)]
+    # One line per distinct problem: the schema reports a group of missing fields once per
+    # missing field, with the same message each time.
+    found = list(dict.fromkeys(f"{source}: {p}" for p in schema_problems(data)))
     return found or _consistency(data, source), data
 
 

@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from umlbench.config import LossConfig
+from umlbench.config import LossConfig, Range, check_number, ranged
 from umlbench.errors import UserError
 from umlbench.train.registry import LOSSES
 
 __all__ = ["CurricularFace", "PMLLoss", "LOSSES", "LOSS_TITLES", "PROXY_INITS", "build_loss",
-           "loss_arguments", "official_proxy_init"]
+           "check_loss_args", "loss_arguments", "official_proxy_init", "resolved_loss_arguments"]
 
 LossFactory = Callable[..., nn.Module]
 
@@ -132,11 +132,13 @@ def _pml():
 
 
 @LOSSES.register("curricularface")
+@ranged(margin=Range(ge=0, lt=math.pi / 2), scale=Range(gt=0), momentum=Range(ge=0, le=1))
 def _curricularface(num_classes, embedding_size, margin=0.3, scale=32.0, momentum=0.99):
     return CurricularFace(num_classes, embedding_size, margin, scale, momentum)
 
 
 @LOSSES.register("triplet")
+@ranged(margin=Range(ge=0))
 def _triplet(num_classes, embedding_size, margin=0.05):
     losses, miners, distances = _pml()
     d = distances.CosineSimilarity()
@@ -145,6 +147,8 @@ def _triplet(num_classes, embedding_size, margin=0.05):
 
 
 @LOSSES.register("multi_similarity")
+@ranged(alpha=Range(gt=0), beta=Range(gt=0), base=Range(ge=-1, le=1), cutoff=Range(ge=0),
+        nonzero_loss_cutoff=Range(gt=0))
 def _ms(num_classes, embedding_size, alpha=2.0, beta=50.0, base=0.5, cutoff=0.5,
         nonzero_loss_cutoff=1.4):
     losses, miners, _ = _pml()
@@ -154,6 +158,7 @@ def _ms(num_classes, embedding_size, alpha=2.0, beta=50.0, base=0.5, cutoff=0.5,
 
 
 @LOSSES.register("margin")
+@ranged(margin=Range(ge=0), nu=Range(ge=0), beta=Range(ge=0), epsilon=Range(ge=0))
 def _margin(num_classes, embedding_size, margin=0.2, nu=0.0, beta=1.2, epsilon=0.1):
     losses, miners, _ = _pml()
     return PMLLoss(losses.MarginLoss(margin=margin, nu=nu, beta=beta),
@@ -161,6 +166,7 @@ def _margin(num_classes, embedding_size, margin=0.2, nu=0.0, beta=1.2, epsilon=0
 
 
 @LOSSES.register("proxy_anchor")
+@ranged(margin=Range(ge=0), alpha=Range(gt=0))
 def _proxy_anchor(num_classes, embedding_size, margin=0.1, alpha=32.0, init="official"):
     losses, _, _ = _pml()
     # init=library: PML's kaiming_normal_(mode='fan_out').
@@ -169,6 +175,7 @@ def _proxy_anchor(num_classes, embedding_size, margin=0.1, alpha=32.0, init="off
 
 
 @LOSSES.register("proxy_nca_pp")
+@ranged(scale=Range(gt=0))
 def _proxy_nca(num_classes, embedding_size, scale=9.0, init="official"):
     # ProxyNCA++: softmax over -scale * ||x - p||^2 on the unit sphere = -scale * 2(1 - cos).
     # init=library: PML's normal_.
@@ -178,6 +185,7 @@ def _proxy_nca(num_classes, embedding_size, scale=9.0, init="official"):
 
 
 @LOSSES.register("cosface")
+@ranged(margin=Range(ge=0), scale=Range(gt=0))
 def _cosface(num_classes, embedding_size, margin=0.35, scale=64.0, init="official"):
     # PML's weight is (dim, classes); init=library: PML's normal_.
     losses, _, _ = _pml()
@@ -186,6 +194,7 @@ def _cosface(num_classes, embedding_size, margin=0.35, scale=64.0, init="officia
 
 
 @LOSSES.register("arcface")
+@ranged(margin=Range(ge=0, lt=math.pi / 2), scale=Range(gt=0))
 def _arcface(num_classes, embedding_size, margin=0.5, scale=64.0, init="official"):
     losses, _, _ = _pml()
     # PML takes the angular margin in degrees; the official setting is 0.5 rad. PML's weight is
@@ -195,6 +204,7 @@ def _arcface(num_classes, embedding_size, margin=0.5, scale=64.0, init="official
 
 
 @LOSSES.register("soft_triple")
+@ranged(centers_per_class=Range(ge=1), la=Range(gt=0), gamma=Range(gt=0), margin=Range(ge=0))
 def _soft_triple(num_classes, embedding_size, centers_per_class=10, la=20.0, gamma=0.1,
                  margin=0.01):
     # The official SoftTripleLoss wraps PML's, so its centres keep PML's initialiser
@@ -206,6 +216,7 @@ def _soft_triple(num_classes, embedding_size, centers_per_class=10, la=20.0, gam
 
 
 @LOSSES.register("hyp_supcon")
+@ranged(temperature=Range(gt=0), curvature=Range(gt=0))
 def _hyp_supcon(num_classes, embedding_size, temperature=0.1, curvature=0.1):
     # The official pairwise-view SupCon (see supcon.py), not PML's multi-positive SupConLoss.
     from umlbench.train.supcon import PairwiseSupCon
@@ -213,13 +224,36 @@ def _hyp_supcon(num_classes, embedding_size, temperature=0.1, curvature=0.1):
     return PairwiseSupCon(temperature=temperature, curvature=curvature)
 
 
-def loss_arguments(cfg: LossConfig) -> dict:
+def resolved_loss_arguments(cfg: LossConfig) -> dict:
     """The loss's complete arguments: its factory's defaults updated by ``cfg.args`` (what
     ``--dry-run`` shows, so switches such as ``init`` appear with their default value)."""
     factory = LOSSES.get(cfg.name)
     params = list(inspect.signature(factory).parameters.values())[2:]  # after classes, dim
     out = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
     return {**out, **cfg.args}
+
+
+def loss_arguments(name: str) -> dict[str, tuple[object, Range | None]]:
+    """A loss factory's keyword arguments: ``{name: (default, declared range or None)}``
+    (``num_classes`` and ``embedding_size`` are the trainer's, not the config's)."""
+    factory = LOSSES.get(name)
+    ranges = getattr(factory, "arg_ranges", {})
+    params = list(inspect.signature(factory).parameters.values())[2:]
+    return {p.name: (p.default, ranges.get(p.name)) for p in params
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def check_loss_args(cfg: LossConfig) -> None:
+    """Refuse ``loss.args`` the factory does not take, and numbers outside their declared range
+    (the type follows the default: an int default takes integers), before anything runs."""
+    known = loss_arguments(cfg.name)
+    for key, value in cfg.args.items():
+        if key not in known:
+            raise UserError(f"unknown config key 'loss.args.{key}' for loss {cfg.name!r}; "
+                            f"known: {', '.join(known) or 'none'}")
+        default, rng = known[key]
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            check_number(f"loss.args.{key}", value, rng, integer=isinstance(default, int))
 
 
 def build_loss(cfg: LossConfig, num_classes: int, embedding_size: int) -> nn.Module:

@@ -346,7 +346,7 @@ class Trainer:
         if self.dist.is_main:
             # "recall@1+map@1000" selects on the sum (ooDML's few-shot base model).
             names = [n.strip() for n in t.select_metric.split("+")]
-            spec = MetricSpec.from_names(names)
+            spec = MetricSpec.from_names(names, self.cfg.eval.cluster_rows)
             rows = self._select_rows
             if rows is None:
                 rows = data.val if t.select == "val" else data.test
@@ -394,7 +394,8 @@ class Trainer:
                  normalize: bool = True) -> EvalResult:
         """Embed ``rows`` and score them; ``normalize=False`` ranks by the raw dot product."""
         t0 = time.perf_counter()
-        spec = metrics or MetricSpec.from_names(self.cfg.eval.metrics)
+        ev = self.cfg.eval
+        spec = metrics or MetricSpec.from_names(ev.metrics, ev.cluster_rows)
         emb = self.embed(method, model, data, rows)
         res = evaluate(emb, rows["target"].to_numpy(), rows["dataset"].to_numpy(),
                        rows["is_query"].to_numpy(), rows["is_gallery"].to_numpy(),
