@@ -5,12 +5,14 @@ machine-specific keys replaced (``data_root``, optionally ``device``); a warning
 umlbench's code identity is not the record's. Before anything runs, the
 prepared data must have the record's data identity: manifests, image source and split files are
 compared dataset by dataset and the first difference is a one-line error naming the dataset and
-both values. When the record has per-query outcomes (a sidecar, schema 3) the rerun's are
-compared query by query too: equal sidecar SHA-256s mean identical outcomes, otherwise every
-(scope, metric) where some query's stored term differs is a difference. Checkpoints go to a temporary work dir (never resumed from); the new record goes to
+both values. Checkpoints go to a temporary work dir (never resumed from); the new record goes to
 the results dir like any run's. On CPU the rerun uses the record's number of torch threads
 (``hardware.torch_threads``): float sums are split differently with another count, so a run is
 bit-exact only with the same one.
+
+When the record has per-query outcomes (a sidecar, schema 3) the rerun's are compared query by
+query too: equal sidecar SHA-256s mean identical outcomes, otherwise every (scope, metric) where
+some query's stored term differs is a difference.
 """
 
 from __future__ import annotations

@@ -119,6 +119,23 @@ def test_ids_name_each_query_by_its_image_in_the_datasets_sorted_list():
     assert pq.datasets["d"].sha256 == perquery.hashlib.sha256(b"a.jpg\nm.jpg\nz.jpg").hexdigest()
 
 
+def test_outcomes_built_by_hand_keep_their_own_ids(tmp_path):
+    rng = np.random.default_rng(1)
+    ids = np.array([f"q{i}" for i in rng.permutation(50)])
+    scope = ScopeOutcomes(ids, {"recall@1": rng.integers(0, 2, 50).astype(float),
+                                "map@r": rng.random(50)})
+    pq = PerQuery({"universal": scope, "part": ScopeOutcomes(ids[:20], {
+        "recall@1": scope.values["recall@1"][:20]})})
+    write_sidecar(tmp_path / "h.perquery.npz", pq)
+    back = load_sidecar(tmp_path / "h.perquery.npz")
+    for name, out in pq.scopes.items():
+        got = back.scopes[name]
+        x, y = pair(out, got, "recall@1")  # aligned by id, whatever the order given
+        assert np.array_equal(x, y) and sorted(got.ids) == sorted(out.ids)
+    x, y = pair(scope, back.scopes["universal"], "map@r")
+    assert np.abs(x - y).max() <= TOLERANCE
+
+
 def test_uml_sized_outcomes_fit_in_one_megabyte(tmp_path):
     # Pessimistic: half of the universal scope's queries rank differently from their dataset's
     # scope (each such query costs its terms a second time). 0.72 MB when written.
