@@ -39,12 +39,13 @@ def fresh_record(env_root) -> Path:
 def test_reproduced_record_equals_the_original_exactly(env_root, fresh_record):
     res = CliRunner().invoke(cli, ["reproduce", str(fresh_record)])
     assert res.exit_code == 0, res.output
-    assert "identical: all" in res.stdout
+    assert "identical: all" in res.stdout and "per-query outcomes identical" in res.stdout
     original = json.loads(fresh_record.read_text())
     [again] = (env_root / "results" / "mini").glob("*.json")  # default results dir
     again = json.loads(again.read_text())
     assert again["metrics"] == original["metrics"]
     assert again["harmonic_mean"] == original["harmonic_mean"]
+    assert again["per_query"]["sha256"] == original["per_query"]["sha256"]  # same bytes
     assert again["identity"]["config"] == original["identity"]["config"]
     assert again["identity"]["data"] == original["identity"]["data"]
     assert again["seed"] == original["seed"] == 1
