@@ -33,8 +33,7 @@ fixed timestamps, so the same outcomes always give the same bytes; ``numpy.load`
   above) or ``stored`` (outcomes built by hand as ``PerQuery(scopes)`` with ids of the
   caller's choice: the sorted ids are stored in the member ``ids``, newline-joined, LZMA);
 - ``<scope>.mask`` (packed bits over the key table: every dataset's keys in name order, or the
-  stored ids): which
-  queries the scope holds; its values follow that order;
+  stored ids): which queries the scope holds; its values follow that order;
 - ``<scope>.<metric>``: hits as packed bits; AP-type terms as uint16 ``q``, the term rounded to
   a multiple of ``1 / SCALE`` (off by at most :data:`TOLERANCE`, and so is any mean of them).
   In ``universal`` a metric that every query also has in its dataset's scope is stored as the
