@@ -234,6 +234,10 @@ def test_write_record_writes_the_sidecar_it_names(with_sidecar):
     rec = read_record(with_sidecar)
     outcomes = load_for_record(with_sidecar, rec)
     assert scope_problems(outcomes, rec.metrics) == []
+    # Records read from a results dir know their file, and so where their sidecar is.
+    [loaded] = load_records([with_sidecar.parent])
+    assert loaded.path == with_sidecar and "path" not in loaded.to_dict()
+    assert load_for_record(loaded.path, loaded).scopes.keys() == outcomes.scopes.keys()
     assert validate_paths([with_sidecar.parent]).problems == []
     assert validate_paths([with_sidecar.parent]).notes == []
 

@@ -402,7 +402,9 @@ def _resolved(raw: dict[str, np.ndarray], sm: dict, m: str) -> np.ndarray:
 def load_for_record(record_path: Path, record: Mapping | Any | None = None) -> PerQuery | None:
     """The sidecar a record names, checked against its SHA-256. None when the record names none
     (schema 1 and 2, or a run that scored no retrieval metric) or the file is missing; a
-    RecordError when it does not match the hash or cannot be read."""
+    RecordError when it does not match the hash or cannot be read. ``record``: the record's
+    dict or RunRecord (read from ``record_path`` when None); a RunRecord from ``read_record``
+    or ``store.load_records`` knows its file: ``load_for_record(rec.path, rec)``."""
     record_path = Path(record_path)
     if record is None:
         from umlbench.results.record import read_json

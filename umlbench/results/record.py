@@ -47,7 +47,8 @@ class RunRecord:
     "level", "fid", "shots", ... as the protocol defines}. ``params`` = {"trainable", "total",
     "proxies", "groups"}. ``identity`` = {"config", "data", "code"} (see
     :mod:`umlbench.results.identity`). Metric values are floats (NaN is written as null).
-    ``upgraded_from`` is the schema version of the file when it was older (not written)."""
+    ``upgraded_from`` is the schema version of the file when it was older, ``path`` the file
+    a record was read from (neither is written)."""
 
     run_id: str
     method: str
@@ -73,10 +74,13 @@ class RunRecord:
     per_query: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
     upgraded_from: int | None = field(default=None, compare=False)
+    # The file it was read from (not written): its per-query sidecar lies next to it.
+    path: Path | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
-        data = _json_safe(dataclasses.asdict(self))
+        data = _json_safe(dataclasses.asdict(dataclasses.replace(self, path=None)))
         data.pop("upgraded_from")
+        data.pop("path")
         return data
 
 
@@ -270,7 +274,9 @@ def read_json(path: Path) -> Any:
 
 
 def read_record(path: Path) -> RunRecord:
-    return validate(read_json(path), str(path))
+    rec = validate(read_json(path), str(path))
+    rec.path = Path(path)
+    return rec
 
 
 def _v1_to_v2(data: dict) -> dict:
