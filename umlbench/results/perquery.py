@@ -15,7 +15,8 @@ Scopes are the record's: each dataset of ``record["metrics"]["per_dataset"]`` an
 ``"universal"``. ooDML few-shot records (``PerQuery.episodic``) have one scope per episode,
 ``"episode-<i>"`` (the fixed episodes of the split file, in order): their score is the mean over
 episodes of each episode's mean, which a pool of all queries would not reproduce, and pairing
-two few-shot runs episode by episode keeps the episode a unit of the comparison.
+two few-shot runs episode by episode keeps the episode a unit of the comparison. They hold the
+scores after adaptation (the record's metrics), not the zero-shot ones of ``metrics.extra``.
 
 Query ids. A query's id is ``"<dataset>/<k>"``: ``k`` (zero-padded) is the position of its
 image id in the sorted list of the dataset's scored query image ids (manifest ``image_id``), and
