@@ -34,6 +34,10 @@ an AMD EPYC rerun of a record made on another CPU 12 of 135 by at most 3.4e-6, n
 or P@1 (``benchmarks/cross_machine_noise.py``). ``NOISE_TOLERANCE`` = 1e-5 is three times the
 largest of these and ten times below the 1e-4 (0.01 percentage points) that tables print, so a
 ``within_noise`` verdict never hides a difference a leaderboard could show.
+
+When the record has per-query outcomes (a sidecar, schema 3) the rerun's are compared query by
+query too: equal sidecar SHA-256s mean identical outcomes, otherwise every (scope, metric) where
+some query's stored term differs is a difference.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
 from umlbench import paths
@@ -53,11 +58,13 @@ from umlbench.errors import UserError
 from umlbench.results.identity import (canonical_json, code_label, config_identity,
                                        data_differences, file_hashes, flatten, get_dotted,
                                        hashed_config)
+from umlbench.results import perquery
 from umlbench.results.record import RecordError, RunRecord, read_record
 from umlbench.runner import load_protocol, protocol_data_identity, run
 
 __all__ = ["Reproduction", "reproduce", "record_config", "metric_differences",
-           "environment_differences", "NOISE_TOLERANCE", "VERDICTS"]
+           "environment_differences", "NOISE_TOLERANCE", "VERDICTS",
+           "per_query_differences"]
 
 NOISE_TOLERANCE = 1e-5  # largest |difference| of a metric counted as hardware noise (see above)
 VERDICTS = ("identical", "within_noise", "different")
@@ -80,10 +87,13 @@ class Reproduction:
     # Where the rerun's environment differs from the record's ("cpu_model 'A' vs 'B'"); empty:
     # the same hardware and numerical libraries, so bit-identity is expected.
     environment: list[str] = field(default_factory=list)
+    # Per-query outcomes: None when the original record has none (schema <= 2); else
+    # (key ``per_query.<scope>.<metric>``, queries whose term differs, queries) per difference.
+    per_query: list[tuple[str, int, int]] | None = None
 
     @property
     def identical(self) -> bool:
-        return not self.differences
+        return not self.differences and not self.per_query
 
     @property
     def max_difference(self) -> float:
@@ -234,5 +244,39 @@ def reproduce(record_path: Path, *, data_root: str | None = None, device: str | 
             if canonical_json(r.protocol) == canonical_json(rec.protocol)]
     new, path = (same or written)[0]
     differences, compared = metric_differences(rec, new)
+    per_query = per_query_differences(Path(record_path), rec, path, new)
     return Reproduction(rec, new, path, differences, compared, warnings,
-                        environment_differences(rec, new))
+                        environment=environment_differences(rec, new), per_query=per_query)
+
+
+def per_query_differences(path_a: Path, a: RunRecord, path_b: Path | None,
+                          b: RunRecord) -> list[tuple[str, int, int]] | None:
+    """Where the per-query outcomes of two records differ: (``per_query.<scope>.<metric>``,
+    queries whose stored term differs, queries compared), [] when identical; None when ``a``
+    has none. A sidecar that cannot be read (missing, other SHA-256) is a UserError."""
+    try:
+        left = perquery.load_for_record(path_a, a)
+        if left is None:
+            if a.per_query:
+                raise UserError(f"{path_a}: per-query sidecar {a.per_query['file']} is missing")
+            return None
+        if b.per_query and a.per_query and b.per_query["sha256"] == a.per_query["sha256"]:
+            return []  # the same bytes: the same outcomes
+        right = perquery.load_for_record(path_b, b) if path_b else None
+    except RecordError as exc:
+        raise UserError(str(exc)) from None
+    if right is None:
+        return [("per_query", len(left.scopes), 0)]
+    out = []
+    for scope in sorted(set(left.scopes) | set(right.scopes)):
+        x, y = left.scopes.get(scope), right.scopes.get(scope)
+        for m in sorted(set(x.values if x else ()) | set(y.values if y else ())):
+            key = f"per_query.{scope}.{m}"
+            if x is None or y is None or m not in x.values or m not in y.values:
+                out.append((key, len(x or y), 0))
+                continue
+            if not np.array_equal(x.ids, y.ids):
+                out.append((key, max(len(x), len(y)), 0))
+                continue
+            out.append((key, int((x.values[m] != y.values[m]).sum()), len(x)))
+    return [d for d in out if d[1] or not d[2]]

@@ -133,3 +133,8 @@ def test_specific_ensemble_universal_score_matches_brute_force(mini_root, tmp_pa
         res = Finetune(cfgs[scoring]).evaluate(model, data, rows, trainer)
         want = _brute_recall_at_1(ens, *args, dot=dot)
         assert res.universal["recall@1"] == pytest.approx(want), scoring
+        # Per-query terms of both passes: each member's own datasets, the ensemble's universal.
+        assert set(res.per_query) == {"universal", *res.per_dataset}
+        for scope, terms in res.per_query.items():
+            agg = res.universal if scope == "universal" else res.per_dataset[scope]
+            assert terms.values["recall@1"].mean() == pytest.approx(agg["recall@1"])

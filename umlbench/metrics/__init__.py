@@ -1,6 +1,6 @@
 """Retrieval and clustering metrics, and the engine that computes them exactly."""
 
-from umlbench.metrics.engine import EvalResult, class_codes, evaluate
+from umlbench.metrics.engine import EvalResult, QueryScores, class_codes, evaluate
 from umlbench.metrics.spec import DEFAULT_METRICS, RETRIEVAL_ONLY, MetricSpec
 from umlbench.metrics.summary import arithmetic_mean, harmonic_mean, mean_ci95
 
@@ -9,6 +9,7 @@ __all__ = [
     "RETRIEVAL_ONLY",
     "EvalResult",
     "MetricSpec",
+    "QueryScores",
     "arithmetic_mean",
     "class_codes",
     "evaluate",

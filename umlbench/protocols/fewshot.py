@@ -105,7 +105,9 @@ def _episode_rows(ep: dict, test, pos: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_episodes(method, model, data: ProtocolData, trainer, root: Path) -> list[dict]:
-    """Adapt and score every episode of every shot count; one result dict per shot count."""
+    """Adapt and score every episode of every shot count; one result dict per shot count.
+    Its ``per_query`` lists, per episode, the (datasets, image ids, {metric: terms}) of the
+    episode's scored queries after adaptation."""
     cfg = trainer.cfg
     if not hasattr(model, "features") or not hasattr(model, "head"):
         raise UserError(f"method {cfg.method!r} has no separate embedding head to adapt")
@@ -136,7 +138,7 @@ def run_episodes(method, model, data: ProtocolData, trainer, root: Path) -> list
             raise UserError(f"no {shots}-shot episodes in the {data.info['dataset']} splits")
         iters = cfg.protocol.finetune_iterations or DEFAULT_ITERATIONS.get(shots, 1500)
         lr = cfg.protocol.finetune_lr or LR_MULTIPLIER * cfg.train.lr
-        before, after = [], []
+        before, after, terms = [], [], []
         for e, ep in enumerate(episodes[: cfg.protocol.episodes]):
             support, query = _episode_rows(ep, test, pos)
             sup_classes, sup_y = np.unique(labels[support], return_inverse=True)
@@ -154,8 +156,14 @@ def run_episodes(method, model, data: ProtocolData, trainer, root: Path) -> list
                     q["is_gallery"].to_numpy())
             k = cluster_count(pc.fewshot_clusters, sup_classes, q["target"].to_numpy())
             before.append(evaluate(zero[query], *args, metrics=spec, n_clusters=k).universal)
-            after.append(evaluate(adapted, *args, metrics=spec, n_clusters=k).universal)
-        results.append(_summarise(shots, before, after, spec, len(episodes), iters))
+            res = evaluate(adapted, *args, metrics=spec, n_clusters=k)
+            after.append(res.universal)
+            if "universal" in res.per_query:  # the episode's per-query few-shot outcomes
+                scored = query[res.per_query["universal"].rows]
+                terms.append((test["dataset"].to_numpy()[scored], image_ids[scored],
+                              res.per_query["universal"].values))
+        results.append({**_summarise(shots, before, after, spec, len(episodes), iters),
+                        "per_query": terms})
     return results
 
 

@@ -31,7 +31,7 @@ __all__ = ["SCHEMA_VERSION", "STATUSES", "RunRecord", "RecordError", "validate",
            "write_record", "read_record", "record_filename", "new_run_id", "UPGRADES",
            "schema", "describe_error"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("completed", "failed", "interrupted")
 
 
@@ -47,7 +47,8 @@ class RunRecord:
     "level", "fid", "shots", ... as the protocol defines}. ``params`` = {"trainable", "total",
     "proxies", "groups"}. ``identity`` = {"config", "data", "code"} (see
     :mod:`umlbench.results.identity`). Metric values are floats (NaN is written as null).
-    ``upgraded_from`` is the schema version of the file when it was older (not written)."""
+    ``upgraded_from`` is the schema version of the file when it was older, ``path`` the file
+    a record was read from (neither is written)."""
 
     run_id: str
     method: str
@@ -68,12 +69,18 @@ class RunRecord:
     identity: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    # {"file", "sha256", "format"} of the per-query outcomes sidecar (schema 3); None when the
+    # run scored no retrieval metric or the record predates sidecars. Set by write_record.
+    per_query: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
     upgraded_from: int | None = field(default=None, compare=False)
+    # The file it was read from (not written): its per-query sidecar lies next to it.
+    path: Path | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
-        data = _json_safe(dataclasses.asdict(self))
+        data = _json_safe(dataclasses.asdict(dataclasses.replace(self, path=None)))
         data.pop("upgraded_from")
+        data.pop("path")
         return data
 
 
@@ -217,24 +224,45 @@ def new_run_id(prefix: str) -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def write_record(rec: RunRecord, directory: Path) -> Path:
-    """Validate and write ``rec`` into ``directory``; never replaces an existing file."""
-    data = rec.to_dict()
-    validate(json.loads(json.dumps(data)), rec.run_id)
+def write_record(rec: RunRecord, directory: Path, per_query=None) -> Path:
+    """Validate and write ``rec`` into ``directory``; never replaces an existing file.
+
+    ``per_query`` (a :class:`~umlbench.results.perquery.PerQuery`) is written first, as the
+    sidecar ``<run_id>.perquery.npz``, and ``rec.per_query`` is set to name it; the JSON
+    follows (temp file, then link). A record is therefore never visible before its sidecar, and
+    if the JSON cannot be written the sidecar is removed again (and ``rec`` left as it was)."""
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / record_filename(rec)
-    tmp = directory / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, allow_nan=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    if final.exists():
+        raise RecordError(f"{final}: a record with this id exists; not overwriting")
+    sidecar, before = None, rec.per_query
+    if per_query is not None:
+        # Imported here: perquery imports RecordError from this module.
+        from umlbench.results.perquery import FORMAT, sidecar_name, write_sidecar
+
+        sidecar = directory / sidecar_name(final.name)
+        name, digest = write_sidecar(sidecar, per_query)
+        rec.per_query = {"file": name, "sha256": digest, "format": FORMAT}
     try:
-        os.link(tmp, final)  # atomic, and fails instead of overwriting
-    except FileExistsError:
-        raise RecordError(f"{final}: a record with this id exists; not overwriting") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+        data = rec.to_dict()
+        validate(json.loads(json.dumps(data)), rec.run_id)
+        tmp = directory / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, final)  # atomic, and fails instead of overwriting
+        except FileExistsError:
+            raise RecordError(f"{final}: a record with this id exists; not overwriting") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+    except BaseException:
+        if sidecar is not None:
+            sidecar.unlink(missing_ok=True)
+            rec.per_query = before
+        raise
     return final
 
 
@@ -248,7 +276,9 @@ def read_json(path: Path) -> Any:
 
 
 def read_record(path: Path) -> RunRecord:
-    return validate(read_json(path), str(path))
+    rec = validate(read_json(path), str(path))
+    rec.path = Path(path)
+    return rec
 
 
 def _v1_to_v2(data: dict) -> dict:
@@ -277,5 +307,10 @@ def _v1_to_v2(data: dict) -> dict:
     return data
 
 
+def _v2_to_v3(data: dict) -> dict:
+    """Schema 2 kept no per-query outcomes: ``per_query`` is null."""
+    return {**data, "per_query": None, "schema_version": 3}
+
+
 # schema_version -> function returning the record upgraded to the next version.
-UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
+UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
