@@ -31,7 +31,7 @@ __all__ = ["SCHEMA_VERSION", "STATUSES", "RunRecord", "RecordError", "validate",
            "write_record", "read_record", "record_filename", "new_run_id", "UPGRADES",
            "schema", "describe_error"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("completed", "failed", "interrupted")
 
 
@@ -68,6 +68,9 @@ class RunRecord:
     identity: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    # {"file", "sha256", "format"} of the per-query outcomes sidecar (schema 3); None when the
+    # run scored no retrieval metric or the record predates sidecars. Set by write_record.
+    per_query: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
     upgraded_from: int | None = field(default=None, compare=False)
 
@@ -215,24 +218,45 @@ def new_run_id(prefix: str) -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def write_record(rec: RunRecord, directory: Path) -> Path:
-    """Validate and write ``rec`` into ``directory``; never replaces an existing file."""
-    data = rec.to_dict()
-    validate(json.loads(json.dumps(data)), rec.run_id)
+def write_record(rec: RunRecord, directory: Path, per_query=None) -> Path:
+    """Validate and write ``rec`` into ``directory``; never replaces an existing file.
+
+    ``per_query`` (a :class:`~umlbench.results.perquery.PerQuery`) is written first, as the
+    sidecar ``<run_id>.perquery.npz``, and ``rec.per_query`` then names it; the JSON follows
+    (temp file, then link). A record is therefore never visible before its sidecar, and if the
+    JSON cannot be written the sidecar is removed again."""
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / record_filename(rec)
-    tmp = directory / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, allow_nan=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    if final.exists():
+        raise RecordError(f"{final}: a record with this id exists; not overwriting")
+    sidecar = None
+    if per_query is not None:
+        # Imported here: perquery imports RecordError from this module.
+        from umlbench.results.perquery import FORMAT, sidecar_name, write_sidecar
+
+        sidecar = directory / sidecar_name(final.name)
+        name, digest = write_sidecar(sidecar, per_query)
+        rec = dataclasses.replace(rec, per_query={"file": name, "sha256": digest,
+                                                  "format": FORMAT})
     try:
-        os.link(tmp, final)  # atomic, and fails instead of overwriting
-    except FileExistsError:
-        raise RecordError(f"{final}: a record with this id exists; not overwriting") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+        data = rec.to_dict()
+        validate(json.loads(json.dumps(data)), rec.run_id)
+        tmp = directory / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, final)  # atomic, and fails instead of overwriting
+        except FileExistsError:
+            raise RecordError(f"{final}: a record with this id exists; not overwriting") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+    except BaseException:
+        if sidecar is not None:
+            sidecar.unlink(missing_ok=True)
+        raise
     return final
 
 
@@ -275,5 +299,10 @@ def _v1_to_v2(data: dict) -> dict:
     return data
 
 
+def _v2_to_v3(data: dict) -> dict:
+    """Schema 2 kept no per-query outcomes: ``per_query`` is null."""
+    return {**data, "per_query": None, "schema_version": 3}
+
+
 # schema_version -> function returning the record upgraded to the next version.
-UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
+UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
