@@ -41,7 +41,7 @@ def test_simulation_coverage_and_false_positive_rate():
     # 95% coverage or a 5% rejection rate is 0.7 points.
     coverage, power = _simulate(0.04, reps=1000, n=300, resamples=500)
     assert 0.92 <= coverage <= 0.98
-    assert power > 0.2  # a 4-point gap on 300 queries is often detected
+    assert power > 0.1  # a 4-point gap on 300 queries is sometimes detected
     null_coverage, false_positives = _simulate(0.0, reps=1000, n=300, resamples=500)
     assert 0.92 <= null_coverage <= 0.98
     assert false_positives <= 0.065  # nominal 5% plus two standard errors
