@@ -168,3 +168,32 @@ def test_leaderboard_significance_only_for_uml_metric_view(tmp_path):
     code, text = _run("leaderboard", "--results-dir", tmp_path, "--significance", "--view",
                       "paper")
     assert code == 2 and "--significance applies to" in text
+
+
+def test_plot_draws_the_intervals_as_error_bars(tmp_path):
+    from matplotlib.container import BarContainer
+
+    from umlbench.results.grouping import deduplicate
+    from umlbench.results.plots import build_figure
+    from umlbench.results.significance import plot_intervals
+    from umlbench.results.store import load_store
+
+    _write(tmp_path, "top", 0.08)
+    _write(tmp_path, "old", 0.0, sidecar=False)
+    df, _ = deduplicate(load_store(tmp_path))
+    intervals, missing = plot_intervals(df, "recall@1", tmp_path, resamples=300)
+    assert missing == ["old"]
+    fig = build_figure(df, "datasets", intervals=intervals)
+    bars = {b.get_label(): b for b in fig.axes[0].containers if isinstance(b, BarContainer)}
+    iv = intervals[intervals["label"] == "top"].set_index("scope")
+    segments = bars["top"].errorbar.lines[2][0].get_segments()
+    for scope, seg in zip(["mini-cub", "mini-cars", "universal", "harmonic_mean"], segments):
+        assert sorted(seg[:, 1]) == pytest.approx([iv.at[scope, "low"], iv.at[scope, "high"]])
+    # No interval, no bar: matplotlib keeps no drawable segment for NaN errors.
+    assert all(np.isnan(np.asarray(s, float)).all() or len(s) == 0
+               for s in bars["old"].errorbar.lines[2][0].get_segments())
+    code, text = _run("plot", "--kind", "params", "--results-dir", tmp_path, "--out",
+                      tmp_path / "p.png", "--resamples", 200)
+    assert code == 0, text
+    assert "paired-bootstrap intervals" in text and "no error bar, for old" in text
+    assert (tmp_path / "p.png").stat().st_size > 0

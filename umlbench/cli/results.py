@@ -253,8 +253,13 @@ def _named_row(rows, name, results_dir):
 @click.option("--protocol", type=click.Choice(["fewshot", "fewshot-train"]), default=None,
               help="--kind fewshot: only ooDML few-shot adaptation, or only PUMA's few-shot "
               "training (default: both).")
+@click.option("--errors", type=click.Choice(["ci", "std"]), default="ci", show_default=True,
+              help="datasets/params error bars: ci, the paired-bootstrap interval over queries "
+              "(as leaderboard --significance; none for runs without per-query outcomes); "
+              "std, the sample std over seeds.")
+@_stats_options
 def plot(kind, metric, suite, dataset, methods, ablations, out_file, results_dir, no_reference,
-         protocol):
+         protocol, errors, resamples, level, seed):
     """Publication-quality figures from run records (PNG/SVG)."""
     from umlbench.results.grouping import deduplicate, mixed_data
     from umlbench.results.plots import check_target, plot_kind
@@ -274,8 +279,22 @@ def plot(kind, metric, suite, dataset, methods, ablations, out_file, results_dir
     for name in mixed_data(df):
         console.print(f"note: {name} pools runs of different data identities; "
                       "`umlbench leaderboard` shows them apart", markup=False)
+    intervals = None
+    if errors == "ci" and kind in ("datasets", "params"):
+        from umlbench.results.significance import plot_intervals
+
+        intervals, missing = plot_intervals(
+            df, metric, Path(results_dir) if results_dir else paths.default_results_dir(),
+            suite=suite, resamples=resamples, level=level, seed=seed)
+        console.print(f"note: error bars are {level:.0%} paired-bootstrap intervals over "
+                      f"queries ({resamples:,} resamples, seed {seed})", markup=False)
+        if missing:
+            console.print("note: no per-query outcomes, so no error bar, for "
+                          + ", ".join(missing) + "; --errors std draws the seed std",
+                          markup=False)
     written = plot_kind(df, kind, Path(out_file), metric=metric, suite=suite, dataset=dataset,
-                        methods=list(methods) or None, ablations=ablations, protocol=protocol)
+                        methods=list(methods) or None, ablations=ablations, protocol=protocol,
+                        intervals=intervals)
     for path in written:
         console.print(f"wrote {path}", markup=False, highlight=False)
 

@@ -96,6 +96,8 @@ def _grid(board: Board, bold) -> tuple[list[str], list[list[str]]]:
         cells = [row, "–" if board.reported.get(row) else str(n)]
         for col in board.columns:
             text = _cell(board.mean.at[row, col], board.std.at[row, col], n)
+            if no_interval(board, row, col):
+                text += " (n/a)"
             cells.append(bold(text) if row in best[col] and text != "–" else text)
         cells.append(_params(board.params.get(row)))
         body.append(cells)
@@ -105,6 +107,14 @@ def _grid(board: Board, bold) -> tuple[list[str], list[list[str]]]:
 def _notes(board: Board) -> list[str]:
     """The footnotes of every file format: how significance was computed first."""
     return ([board.significance] if board.significance else []) + board.footnotes
+
+
+def no_interval(board: Board, row: str, col: str) -> bool:
+    """``--significance`` found no interval for a measured cell that has a mean (its records
+    lack per-query outcomes): shown as "n/a" beside the mean."""
+    return (board.tied is not None and not board.reported.get(row)
+            and _num(board.mean.at[row, col]) is not None
+            and _interval(board, row, col)[0] is None)
 
 
 def _interval(board: Board, row: str, col: str) -> tuple[float | None, float | None]:

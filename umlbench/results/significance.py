@@ -401,3 +401,30 @@ def comparison_rich(cmp: Comparison):
     head = Text(f"A = {cmp.a_name} ({cmp.a_seeds} seed{'s' * (cmp.a_seeds > 1)})\n"
                 f"B = {cmp.b_name} ({cmp.b_seeds} seed{'s' * (cmp.b_seeds > 1)})")
     return Group(head, t, Text(cmp.method_note(), style="dim"))
+
+
+def plot_intervals(df: pd.DataFrame, metric: str, results_dir: Path, *, suite: str | None = None,
+                   resamples: int = paired.DEFAULT_RESAMPLES, level: float = paired.DEFAULT_LEVEL,
+                   seed: int = paired.DEFAULT_SEED) -> tuple[pd.DataFrame, list[str]]:
+    """Intervals of the UML figures' bars and points: one row per measured display name
+    (what a figure draws) and scope, columns ``label, scope, low, high`` in percent; and the
+    labels left without (no per-query outcomes, or runs on different data)."""
+    sel = df[(df["protocol"].fillna("uml") == "uml") & (df["status"] == "completed")
+             & (df["source"] == "measured")]
+    if suite:
+        sel = sel[sel["suite"] == suite]
+    rows = {str(n): list(dict.fromkeys(g["run_id"])) for n, g in sel.groupby("display_name")}
+    data_ids = {str(n): (str(g["data_id"].iloc[0]) if g["data_id"].nunique() == 1 else
+                         "mixed:" + str(n)) for n, g in sel.groupby("display_name")}
+    outcomes = load_outcomes({i for ids in rows.values() for i in ids},
+                             record_paths(results_dir))
+    reps, order, missing = cell_intervals(rows, data_ids, outcomes, metric, resamples=resamples,
+                                          level=level, seed=seed)
+    lines = []
+    for data_id, labels in order.items():
+        for i, label in enumerate(labels):
+            for scope in reps[data_id].draws:
+                iv = paired.interval(reps[data_id], scope, i, level)
+                lines.append({"label": label, "scope": scope, "low": 100 * iv.low,
+                              "high": 100 * iv.high})
+    return pd.DataFrame(lines, columns=["label", "scope", "low", "high"]), sorted(missing)
