@@ -116,8 +116,19 @@ def test_two_level_with_one_seed_is_the_query_bootstrap():
     reps = paired.bootstrap({"s": [x]}, resamples=50, seed=11)
     # By hand: the same generator, no seed draw for one seed, then multinomial query counts.
     g = np.random.default_rng(11)
-    idx = g.integers(0, 100, size=(50, 100))
+    idx = g.integers(0, 100, size=(50, 100), dtype=np.int32)
     np.testing.assert_allclose(reps.draws["s"][:, 0], x[0][idx].mean(1))
+
+
+def test_many_columns_use_counts_with_the_same_draws():
+    # Five rows (counts path) and each row alone (gather path) see the same query draws.
+    rng = np.random.default_rng(5)
+    rows = [rng.random((1, 120)) for _ in range(5)]
+    together = paired.bootstrap({"s": rows}, resamples=70, seed=2)
+    for r, x in enumerate(rows):
+        alone = paired.bootstrap({"s": [x]}, resamples=70, seed=2)
+        np.testing.assert_allclose(together.draws["s"][:, r], alone.draws["s"][:, 0],
+                                   rtol=1e-12)
 
 
 def _exact_two_sided(k: int, n: int) -> float:

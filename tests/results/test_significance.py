@@ -33,7 +33,7 @@ def _write(directory: Path, method: str, skill: float, seed: int = 0, *, display
            sidecar=True, data="default") -> Path:
     """A record whose metrics are the means of its per-query outcomes, with its sidecar."""
     hits = _outcomes(skill, seed)
-    scopes, per = {}, {}
+    scopes = {}
     for d, h in hits.items():
         ids = [f"{d}/img{i:04d}" for i in range(len(h))]
         ap = np.clip(h * 0.8 + 0.1, 0, 1)

@@ -31,8 +31,10 @@ from umlbench.results.perquery import PerQuery, load_for_record, pair
 from umlbench.results.record import RecordError, read_json
 from umlbench.results.store import find_record_files
 
-__all__ = ["Comparison", "ScopeDifference", "compare", "board_significance", "record_paths",
-           "load_outcomes", "cell_intervals"]
+__all__ = ["BoardIntervals", "Comparison", "ScopeDifference", "board_significance",
+           "cell_intervals", "compare", "comparison_records", "comparison_rich", "load_outcomes",
+           "plot_intervals", "record_paths", "render_comparison", "replace_board",
+           "resolve_rows"]
 
 HM = paired.HM
 
@@ -218,7 +220,8 @@ def cell_intervals(rows: Mapping[str, Sequence[str]], data_ids: Mapping[str, str
     return reps, order, missing
 
 
-def board_significance(mean: pd.DataFrame, columns: Sequence[str], rows: Mapping[str, Sequence[str]],
+def board_significance(mean: pd.DataFrame, columns: Sequence[str],
+                       rows: Mapping[str, Sequence[str]],
                        data_ids: Mapping[str, str], outcomes: Mapping[str, PerQuery | None],
                        metric: str, *, resamples: int = paired.DEFAULT_RESAMPLES,
                        level: float = paired.DEFAULT_LEVEL, seed: int = paired.DEFAULT_SEED
@@ -361,9 +364,9 @@ def render_comparison(cmp: Comparison, fmt: str) -> str:
         level = f"{cmp.level:.0%}"
         head = ["Scope", "Queries", f"A {cmp.metric}", f"B {cmp.metric}", "B − A",
                 f"{level} interval", "p", "p (Holm)", "McNemar p (Holm)"]
-        lines = [f"A = {cmp.a_name} ({cmp.a_seeds} seed{'s' * (cmp.a_seeds > 1)}), "
-                 f"B = {cmp.b_name} ({cmp.b_seeds} seed{'s' * (cmp.b_seeds > 1)}); "
-                 "values in percent, differences in points.", "",
+        lines = [(f"A = {cmp.a_name} ({cmp.a_seeds} seed{'s' * (cmp.a_seeds > 1)}), "
+                  f"B = {cmp.b_name} ({cmp.b_seeds} seed{'s' * (cmp.b_seeds > 1)}); "
+                  "values in percent, differences in points."), "",
                  "| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
         for s, r in zip(cmp.scopes, recs):
             lines.append("| " + " | ".join([
