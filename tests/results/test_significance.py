@@ -15,7 +15,7 @@ from tests.results.test_record import data_block, make_record
 from umlbench.cli import cli
 from umlbench.metrics import paired
 from umlbench.metrics.summary import harmonic_mean
-from umlbench.results.perquery import PerQuery, ScopeOutcomes
+from umlbench.results.perquery import PerQuery
 from umlbench.results.record import write_record
 
 N = {"mini-cub": 300, "mini-cars": 200}
@@ -33,24 +33,24 @@ def _write(directory: Path, method: str, skill: float, seed: int = 0, *, display
            sidecar=True, data="default") -> Path:
     """A record whose metrics are the means of its per-query outcomes, with its sidecar."""
     hits = _outcomes(skill, seed)
-    scopes = {}
-    for d, h in hits.items():
-        ids = [f"{d}/img{i:04d}" for i in range(len(h))]
-        ap = np.clip(h * 0.8 + 0.1, 0, 1)
-        scopes[d] = ScopeOutcomes.build(ids, {"recall@1": h, "map@r": ap})
-    uni_ids = np.concatenate([scopes[d].ids for d in N])
-    uni_hits = np.concatenate([scopes[d].values["recall@1"] for d in N])
-    scopes["universal"] = ScopeOutcomes.build(uni_ids, {"recall@1": uni_hits,
-                                                        "map@r": uni_hits * 0.8 + 0.1})
+    ds = {d: np.full(len(h), d) for d, h in hits.items()}
+    img = {d: np.array([f"img{i:04d}" for i in range(len(h))]) for d, h in hits.items()}
+    ap = {d: np.clip(h * 0.8 + 0.1, 0, 1) for d, h in hits.items()}
+    scopes = {d: (ds[d], img[d], {"recall@1": hits[d], "map@r": ap[d]}) for d in N}
+    uni_hits = np.concatenate([hits[d] for d in N])
+    scopes["universal"] = (np.concatenate([ds[d] for d in N]),
+                           np.concatenate([img[d] for d in N]),
+                           {"recall@1": uni_hits, "map@r": np.concatenate([ap[d] for d in N])})
+    per_query = PerQuery.from_queries(scopes)
     rec = make_record(method=method, seed=seed, display=display or method,
                       r1=tuple(float(h.mean()) for h in hits.values()),
                       universal=float(uni_hits.mean()), data=data,
                       run_id=f"{method}-s{seed}")
     for d, h in hits.items():
         rec.metrics["per_dataset"][d].update({"recall@1": float(h.mean()), "num_queries": len(h),
-                                              "map@r": float(scopes[d].values["map@r"].mean())})
-    rec.metrics["universal"]["map@r"] = float(scopes["universal"].values["map@r"].mean())
-    return write_record(rec, directory, per_query=PerQuery(scopes) if sidecar else None)
+                                              "map@r": float(ap[d].mean())})
+    rec.metrics["universal"]["map@r"] = float(np.concatenate([ap[d] for d in N]).mean())
+    return write_record(rec, directory, per_query=per_query if sidecar else None)
 
 
 def _run(*args) -> tuple[int, str]:
@@ -197,3 +197,35 @@ def test_plot_draws_the_intervals_as_error_bars(tmp_path):
     assert code == 0, text
     assert "paired-bootstrap intervals" in text and "no error bar, for old" in text
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def _fewshot(directory: Path, method: str, gain: float) -> Path:
+    """A few-shot record: 6 episodes of 40 queries each (their own scopes)."""
+    rng = np.random.default_rng(int(gain * 100) + 3)
+    scopes, means = {}, []
+    for e in range(6):
+        hits = (rng.random(40) < 0.4 + gain + 0.05 * (e % 3)).astype(float)
+        scopes[f"episode-{e}"] = (np.full(40, "mini-cub"),
+                                  np.array([f"img{e}-{i:02d}" for i in range(40)]),
+                                  {"recall@1": hits})
+        means.append(hits.mean())
+    rec = make_record(method=method, run_id=f"{method}-fs",
+                      protocol={"name": "fewshot", "dataset": "mini-cub", "shots": 2})
+    rec.metrics = {"per_dataset": {}, "universal": {"recall@1": float(np.mean(means))},
+                   "summary": {}}
+    write_record(rec, directory, per_query=PerQuery.from_queries(scopes, episodic=True))
+    return directory / f"{method}-fs.json", np.array(means)
+
+
+def test_compare_fewshot_records_episode_by_episode(tmp_path):
+    (a, ma), (b, mb) = _fewshot(tmp_path, "zero", 0.0), _fewshot(tmp_path, "adapted", 0.15)
+    code, text = _run("compare", a, b, "--format", "json")
+    assert code == 0, text
+    (scope,) = json.loads(text)["scopes"]
+    d = mb - ma
+    low, high = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    assert scope["scope"] == "episodes" and scope["queries"] == 6
+    assert (scope["diff"], scope["low"], scope["high"]) == pytest.approx(
+        (100 * d.mean(), 100 * low, 100 * high))
+    assert scope["p"] == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
+    assert "Student-t" in json.loads(text)["method"]

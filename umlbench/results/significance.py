@@ -37,6 +37,8 @@ __all__ = ["BoardIntervals", "Comparison", "ScopeDifference", "board_significanc
            "resolve_rows"]
 
 HM = paired.HM
+_EPISODE = "episode-"  # perquery.episode_scope: few-shot records have one scope per episode
+EPISODES = "episodes"  # the scope of a few-shot comparison: the mean over episodes
 
 
 def record_paths(results_dir: Path) -> dict[str, Path]:
@@ -80,8 +82,8 @@ def _matrices(rows: Sequence[Sequence[PerQuery]], scopes: Sequence[str], metric:
 def _common_scopes(runs: Iterable[PerQuery], metric: str) -> list[str]:
     """Scopes every run has ``metric`` for: datasets in suite order, then universal."""
     runs = list(runs)
-    names = {s for s in runs[0].scopes
-             if all(s in r.scopes and metric in r.scopes[s].values for r in runs)}
+    names = {s for s in runs[0].scopes if not s.startswith(_EPISODE)
+             and all(s in r.scopes and metric in r.scopes[s].values for r in runs)}
     known = [d for suite in SUITES.values() for d in suite if d in names]  # suite order
     rest = sorted(names - set(known) - {"universal"})
     return list(dict.fromkeys(known)) + rest + (["universal"] if "universal" in names else [])
@@ -116,9 +118,15 @@ class Comparison:
     resamples: int
     level: float
     seed: int
+    episodic: bool = False
 
     def method_note(self) -> str:
         """How the numbers were computed, for every output format."""
+        if self.episodic:
+            return (f"Difference = B - A over {self.scopes[0].n_queries} few-shot episodes "
+                    f"(each row's seeds averaged per episode): {self.level:.0%} Student-t "
+                    "interval of the per-episode differences and the paired t-test "
+                    "(scipy ttest_1samp); no correction (one test)")
         test = (f"Holm-adjusted across the {len(self.scopes)} scopes tested "
                 "(bootstrap p-values; McNemar p-values separately)" if any(
                     s.mcnemar is not None for s in self.scopes)
@@ -142,7 +150,14 @@ def compare(a: Sequence[PerQuery], b: Sequence[PerQuery], *, metric: str = "reca
             level: float = paired.DEFAULT_LEVEL, seed: int = paired.DEFAULT_SEED) -> Comparison:
     """Paired comparison of two rows given as their runs' per-query outcomes (one per seed);
     see the module docstring. UserError when the runs share no scope with ``metric`` or were
-    scored on different queries."""
+    scored on different queries. Few-shot records (one scope per episode) are compared
+    episode by episode: :func:`_compare_episodes`."""
+    episodic = {bool(r.episodic) for r in [*a, *b]}
+    if episodic == {True}:
+        return _compare_episodes(a, b, metric, a_name, b_name, level, seed)
+    if len(episodic) > 1:
+        raise UserError("one row is a few-shot record (scored per episode) and the other is "
+                        "not; compare records of the same protocol")
     scopes = _common_scopes([*a, *b], metric)
     if not scopes:
         raise UserError(f"the runs share no scope with per-query {metric}")
@@ -164,6 +179,31 @@ def compare(a: Sequence[PerQuery], b: Sequence[PerQuery], *, metric: str = "reca
             mc[0] if mc else None, float(m_holm[s]) if mc else None,
             mc[1] if mc else None, mc[2] if mc else None))
     return Comparison(metric, a_name, b_name, len(a), len(b), out, resamples, level, seed)
+
+
+def _compare_episodes(a: Sequence[PerQuery], b: Sequence[PerQuery], metric: str, a_name: str,
+                      b_name: str, level: float, seed: int) -> Comparison:
+    """Few-shot records: the score is the mean over episodes of each episode's mean, and
+    episodes are independent draws, so the difference is the Student-t interval of the
+    per-episode differences (each row's seeds averaged per episode) with the paired t-test,
+    the same definition as the protocol's stored gain CI (metrics.paired.t_difference)."""
+    episodes = sorted({s for r in [*a, *b] for s in r.scopes},
+                      key=lambda s: int(s.removeprefix(_EPISODE)))
+    means = []
+    for runs in (a, b):
+        per_episode = []
+        for e in episodes:
+            ref = [r for r in [*a, *b] if e in r.scopes][0].scopes[e]
+            if any(e not in r.scopes for r in runs):
+                raise UserError(f"the runs do not share episode {e}; compare runs of the same "
+                                "few-shot split and support size")
+            per_episode.append(np.mean([pair(ref, r.scopes[e], metric)[1].mean() for r in runs]))
+        means.append(np.array(per_episode))
+    diff = paired.t_difference(means[1] - means[0], level)
+    scope = ScopeDifference(EPISODES, len(episodes), float(means[0].mean()),
+                            float(means[1].mean()), diff, diff.p_value)
+    return Comparison(metric, a_name, b_name, len(a), len(b), [scope], 0, level, seed,
+                      episodic=True)
 
 
 # --- leaderboard -----------------------------------------------------------------------------
@@ -316,7 +356,8 @@ def replace_board(board, intervals: BoardIntervals):
 
 # --- output of compare -------------------------------------------------------------------------
 
-_SCOPE_TITLES = {"universal": "universal", HM: "harmonic mean"}
+_SCOPE_TITLES = {"universal": "universal", HM: "harmonic mean",
+                 EPISODES: "mean over episodes"}
 
 
 def _pp(v: float | None) -> float | None:
@@ -362,7 +403,7 @@ def render_comparison(cmp: Comparison, fmt: str) -> str:
         return frame.to_csv(index=False, float_format="%.6g") + f"# {cmp.method_note()}\n"
     if fmt == "markdown":
         level = f"{cmp.level:.0%}"
-        head = ["Scope", "Queries", f"A {cmp.metric}", f"B {cmp.metric}", "B − A",
+        head = ["Scope", "Episodes" if cmp.episodic else "Queries", f"A {cmp.metric}", f"B {cmp.metric}", "B − A",
                 f"{level} interval", "p", "p (Holm)", "McNemar p (Holm)"]
         lines = [(f"A = {cmp.a_name} ({cmp.a_seeds} seed{'s' * (cmp.a_seeds > 1)}), "
                   f"B = {cmp.b_name} ({cmp.b_seeds} seed{'s' * (cmp.b_seeds > 1)}); "
