@@ -193,7 +193,7 @@ def _compare_episodes(a: Sequence[PerQuery], b: Sequence[PerQuery], metric: str,
     for runs in (a, b):
         per_episode = []
         for e in episodes:
-            ref = [r for r in [*a, *b] if e in r.scopes][0].scopes[e]
+            ref = next(r for r in [*a, *b] if e in r.scopes).scopes[e]
             if any(e not in r.scopes for r in runs):
                 raise UserError(f"the runs do not share episode {e}; compare runs of the same "
                                 "few-shot split and support size")
