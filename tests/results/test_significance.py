@@ -195,7 +195,7 @@ def test_plot_draws_the_intervals_as_error_bars(tmp_path):
     code, text = _run("plot", "--kind", "params", "--results-dir", tmp_path, "--out",
                       tmp_path / "p.png", "--resamples", 200)
     assert code == 0, text
-    assert "paired-bootstrap intervals" in text and "no error bar, for old" in text
+    assert "bootstrap intervals over queries" in text and "no interval, for old" in text
     assert (tmp_path / "p.png").stat().st_size > 0
 
 
@@ -229,3 +229,45 @@ def test_compare_fewshot_records_episode_by_episode(tmp_path):
         (100 * d.mean(), 100 * low, 100 * high))
     assert scope["p"] == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
     assert "Student-t" in json.loads(text)["method"]
+
+
+def _oodml(directory: Path, method: str, base: float, level: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(level * 10 + seed + int(base * 100))
+    hits = (rng.random(250) < base - 0.06 * level).astype(float)
+    per_query = PerQuery.from_queries({"universal": (
+        np.full(250, "mini-cub"), np.array([f"img{i:03d}" for i in range(250)]),
+        {"recall@1": hits})})
+    rec = make_record(method=method, seed=seed, universal=float(hits.mean()),
+                      run_id=f"{method}-l{level}-s{seed}",
+                      protocol={"name": "oodml", "dataset": "mini-cub", "level": level,
+                                "fid": 20.0 * level})
+    rec.metrics = {"per_dataset": {}, "universal": {"recall@1": float(hits.mean())},
+                   "summary": {}}
+    write_record(rec, directory, per_query=per_query)
+
+
+def test_shift_plot_bands_are_the_intervals(tmp_path):
+    from matplotlib.collections import PolyCollection
+
+    from umlbench.results.grouping import deduplicate
+    from umlbench.results.plots import build_figure
+    from umlbench.results.significance import plot_intervals
+    from umlbench.results.store import load_store
+
+    for lv in (1, 2, 3):
+        _oodml(tmp_path, "strong", 0.8, lv)
+        _oodml(tmp_path, "weak", 0.6, lv)
+    df, _ = deduplicate(load_store(tmp_path))
+    intervals, missing = plot_intervals(df, "recall@1", tmp_path, protocol="oodml",
+                                        resamples=300)
+    assert missing == [] and len(intervals) == 6
+    fig = build_figure(df, "shift", intervals=intervals)
+    bands = [c for c in fig.axes[0].collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2
+    strong = intervals[intervals["label"] == "strong"].sort_values("level")
+    ys = np.concatenate([p.vertices[:, 1] for p in bands[0].get_paths()])
+    assert ys.min() == pytest.approx(strong["low"].min())
+    assert ys.max() == pytest.approx(strong["high"].max())
+    code, text = _run("plot", "--kind", "shift", "--results-dir", tmp_path, "--out",
+                      tmp_path / "shift.png", "--resamples", 200)
+    assert code == 0, text

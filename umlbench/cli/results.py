@@ -254,9 +254,10 @@ def _named_row(rows, name, results_dir):
               help="--kind fewshot: only ooDML few-shot adaptation, or only PUMA's few-shot "
               "training (default: both).")
 @click.option("--errors", type=click.Choice(["ci", "std"]), default="ci", show_default=True,
-              help="datasets/params error bars: ci, the paired-bootstrap interval over queries "
-              "(as leaderboard --significance; none for runs without per-query outcomes); "
-              "std, the sample std over seeds.")
+              help="Error bars (datasets, params) and bands (shift): ci, the bootstrap interval "
+              "over queries (as leaderboard --significance; none for runs without per-query "
+              "outcomes); std, the sample std over seeds. fewshot draws its stored episode "
+              "intervals.")
 @_stats_options
 def plot(kind, metric, suite, dataset, methods, ablations, out_file, results_dir, no_reference,
          protocol, errors, resamples, level, seed):
@@ -280,18 +281,25 @@ def plot(kind, metric, suite, dataset, methods, ablations, out_file, results_dir
         console.print(f"note: {name} pools runs of different data identities; "
                       "`umlbench leaderboard` shows them apart", markup=False)
     intervals = None
-    if errors == "ci" and kind in ("datasets", "params"):
+    if errors == "ci" and kind in ("datasets", "params", "shift"):
         from umlbench.results.significance import plot_intervals
 
         intervals, missing = plot_intervals(
             df, metric, Path(results_dir) if results_dir else paths.default_results_dir(),
-            suite=suite, resamples=resamples, level=level, seed=seed)
-        console.print(f"note: error bars are {level:.0%} paired-bootstrap intervals over "
-                      f"queries ({resamples:,} resamples, seed {seed})", markup=False)
-        if missing:
-            console.print("note: no per-query outcomes, so no error bar, for "
-                          + ", ".join(missing) + "; --errors std draws the seed std",
-                          markup=False)
+            suite=suite, protocol="oodml" if kind == "shift" else "uml",
+            resamples=resamples, level=level, seed=seed)
+        what = "bands" if kind == "shift" else "error bars"
+        if intervals.empty:  # nothing to draw from: say so and keep the seed std
+            intervals = None
+            console.print(f"note: no record has per-query outcomes; {what} are the std over "
+                          "seeds", markup=False)
+        else:
+            console.print(f"note: {what} are {level:.0%} bootstrap intervals over queries "
+                          f"({resamples:,} resamples, seed {seed})", markup=False)
+            if missing:
+                console.print("note: no per-query outcomes, so no interval, for "
+                              + ", ".join(missing) + "; --errors std draws the seed std",
+                              markup=False)
     written = plot_kind(df, kind, Path(out_file), metric=metric, suite=suite, dataset=dataset,
                         methods=list(methods) or None, ablations=ablations, protocol=protocol,
                         intervals=intervals)

@@ -311,7 +311,12 @@ def board_significance(mean: pd.DataFrame, columns: Sequence[str],
                                                seeds_resampled=any(len(v) > 1 for v in
                                                                    rows.values())))
     notes = []
-    if missing:
+    if missing and len(missing) == len(rows):
+        notes.append("No record has per-query outcomes (records written before schema 3, or "
+                     "missing sidecars): no intervals, nothing marked; rerun the runs to get "
+                     "them")
+        unmarked = []
+    elif missing:
         notes.append("No per-query outcomes (records without a sidecar, or with different "
                       "queries): no interval and never marked for " + ", ".join(sorted(missing)))
     if unmarked:
@@ -323,17 +328,28 @@ def board_significance(mean: pd.DataFrame, columns: Sequence[str],
     return BoardIntervals(low, high, tied, note, notes)
 
 
+def _normalised(text: str) -> str:
+    """``"Fine-tuning, unified (ArcFace)"`` -> ``"finetuningunifiedarcface"``: how a name typed
+    on a command line is matched when it is not spelled exactly as the row label."""
+    return "".join(ch for ch in str(text).lower() if ch.isalnum())
+
+
 def resolve_rows(df: pd.DataFrame, names: Sequence[str], labels: pd.Series
                  ) -> list[tuple[str, list[str], str]]:
-    """Each name -> (row label, its run ids, data id): a leaderboard row label, a display name
-    or a method id naming exactly one row. UserError otherwise (one line, with the choices)."""
+    """Each name -> (row label, its run ids, data id). A name is matched, in this order, as the
+    exact row label, the row label up to case and punctuation, a display name, then a method
+    id; the first that matches decides, and it must name exactly one row. UserError otherwise
+    (one line, with the rows to choose from)."""
     frame = df.assign(row=labels)
+    norm = frame["row"].map(_normalised)
     out = []
     for name in names:
-        hit = frame[frame["row"] == name]
-        if hit.empty:
-            hit = frame[(frame["display_name"] == name) | (frame["method"] == name)]
-        found = sorted(hit["row"].unique())
+        found: list[str] = []
+        for hit in (frame["row"] == name, norm == _normalised(name),
+                    frame["display_name"] == name, frame["method"] == name):
+            found = sorted(frame.loc[hit, "row"].unique())
+            if found:
+                break
         if len(found) != 1:
             choices = sorted(frame["row"].unique())
             what = "matches no row" if not found else "matches several rows (" + "; ".join(
@@ -448,27 +464,51 @@ def comparison_rich(cmp: Comparison):
 
 
 def plot_intervals(df: pd.DataFrame, metric: str, results_dir: Path, *, suite: str | None = None,
-                   resamples: int = paired.DEFAULT_RESAMPLES, level: float = paired.DEFAULT_LEVEL,
-                   seed: int = paired.DEFAULT_SEED) -> tuple[pd.DataFrame, list[str]]:
-    """Intervals of the UML figures' bars and points: one row per measured display name
-    (what a figure draws) and scope, columns ``label, scope, low, high`` in percent; and the
-    labels left without (no per-query outcomes, or runs on different data)."""
-    sel = df[(df["protocol"].fillna("uml") == "uml") & (df["status"] == "completed")
+                   protocol: str = "uml", resamples: int = paired.DEFAULT_RESAMPLES,
+                   level: float = paired.DEFAULT_LEVEL, seed: int = paired.DEFAULT_SEED
+                   ) -> tuple[pd.DataFrame, list[str]]:
+    """Intervals of what a figure draws, in percent, and the labels left without (no per-query
+    outcomes, or runs on different data).
+
+    ``protocol="uml"`` (datasets, params): one line per measured display name and scope,
+    columns ``label, scope, low, high``. ``"oodml"`` (shift): the universal scope of each
+    display name, dataset and level, columns ``label, dataset, level, low, high``."""
+    sel = df[(df["protocol"].fillna("uml") == protocol) & (df["status"] == "completed")
              & (df["source"] == "measured")]
     if suite:
         sel = sel[sel["suite"] == suite]
-    rows = {str(n): list(dict.fromkeys(g["run_id"])) for n, g in sel.groupby("display_name")}
-    data_ids = {str(n): (str(g["data_id"].iloc[0]) if g["data_id"].nunique() == 1 else
-                         "mixed:" + str(n)) for n, g in sel.groupby("display_name")}
+    keys = ["display_name"] if protocol == "uml" else ["display_name", "dataset", "level"]
+    sel = sel.dropna(subset=keys)
+    groups = {_key(k): g for k, g in sel.groupby(keys)}
+    rows = {k: list(dict.fromkeys(g["run_id"])) for k, g in groups.items()}
+    data_ids = {k: (str(g["data_id"].iloc[0]) if g["data_id"].nunique() == 1 else "mixed:" + k)
+                for k, g in groups.items()}
+    if protocol != "uml":  # every level is its own split: bootstrap each point on its own
+        data_ids = {k: f"{d}|{k}" for k, d in data_ids.items()}
     outcomes = load_outcomes({i for ids in rows.values() for i in ids},
                              record_paths(results_dir))
     reps, order, missing = cell_intervals(rows, data_ids, outcomes, metric, resamples=resamples,
                                           level=level, seed=seed)
     lines = []
     for data_id, labels in order.items():
-        for i, label in enumerate(labels):
+        for i, key in enumerate(labels):
             for scope in reps[data_id].draws:
+                if protocol != "uml" and scope != "universal":
+                    continue
                 iv = paired.interval(reps[data_id], scope, i, level)
-                lines.append({"label": label, "scope": scope, "low": 100 * iv.low,
-                              "high": 100 * iv.high})
-    return pd.DataFrame(lines, columns=["label", "scope", "low", "high"]), sorted(missing)
+                where = dict(zip(keys, key.split("\x1f")))
+                line = {"label": where["display_name"], "low": 100 * iv.low,
+                        "high": 100 * iv.high}
+                if protocol == "uml":
+                    line["scope"] = scope
+                else:
+                    line |= {"dataset": where["dataset"], "level": int(float(where["level"]))}
+                lines.append(line)
+    columns = ["label", "scope", "low", "high"] if protocol == "uml" else [
+        "label", "dataset", "level", "low", "high"]
+    names = sorted({m.split("\x1f")[0] for m in missing})
+    return pd.DataFrame(lines, columns=columns), names
+
+
+def _key(k) -> str:
+    return "\x1f".join(str(x) for x in (k if isinstance(k, tuple) else (k,)))

@@ -13,7 +13,7 @@ Four kinds, each a pure ``<kind>_figure(df, ...) -> Figure`` that reads only the
   with a value are hollow markers, and reported rows that carry only a parameter count are
   dashed vertical reference lines (never points with a made-up accuracy).
 - ``shift``: universal metric against ooDML shift level (level and FID in the tick labels), one
-  line per method, mean ± std band over seeds; one panel per dataset when several are shown.
+  line per method, mean with a band (the interval when given, else ± std over seeds); one panel per dataset when several are shown.
 - ``fewshot``: metric against support shots per class, one line per method (zero-shot values
   stored as ``zero_shot@<metric>`` are drawn at 0 shots); several ooDML levels get one line
   each, in distinct colours and markers from easy to hard; one panel per dataset; bands are
@@ -74,10 +74,9 @@ def build_figure(df: pd.DataFrame, kind: str, *, metric: str = "recall@1",
     rows only with ``ablations`` or when named in ``methods``. ``protocol`` (kind ``fewshot``
     only: "fewshot" or "fewshot-train") draws that protocol's records alone, so that ooDML
     few-shot adaptation and PUMA's few-shot training, whose x-axes mean different things, are
-    never mixed in one figure. ``intervals`` (kinds datasets and params; columns ``label``,
-    ``scope``, ``low``, ``high`` in percent, from
-    :func:`umlbench.results.significance.plot_intervals`) replaces the seed-std error bars by
-    those intervals; labels it lacks get no error bar."""
+    never mixed in one figure. ``intervals`` (kinds datasets, params and shift; in percent, from
+    :func:`umlbench.results.significance.plot_intervals`) replaces the seed-std error bars (bands
+    for shift) by those intervals; labels it lacks get none."""
     if kind not in KINDS:
         raise UserError(f"unknown plot kind {kind!r}; known: {', '.join(KINDS)}")
     if protocol is not None:
@@ -88,7 +87,8 @@ def build_figure(df: pd.DataFrame, kind: str, *, metric: str = "recall@1",
     if not ablations:
         df = main_methods(df, methods)
     kwargs = {"suite": suite, "methods": methods} | (
-        {"dataset": dataset} if kind in ("shift", "fewshot") else {"intervals": intervals})
+        {"dataset": dataset} if kind in ("shift", "fewshot") else {}) | (
+        {"intervals": intervals} if kind in ("datasets", "params", "shift") else {})
     with matplotlib.rc_context(_RC):
         return KINDS[kind](df, metric, **kwargs)
 

@@ -37,7 +37,8 @@ def _errors(stats: pd.DataFrame, intervals: pd.DataFrame | None) -> pd.DataFrame
     keys = ["label", "scope"] if "scope" in stats.columns else ["label"]
     iv = intervals if keys == ["label", "scope"] else intervals[
         intervals["scope"] == "harmonic_mean"]
-    merged = stats.merge(iv[keys + ["low", "high"]], on=keys, how="left")
+    merged = stats.merge(iv[keys + ["low", "high"]].astype({"low": float, "high": float}),
+                         on=keys, how="left")
     # NaN where a label has no interval: matplotlib draws no bar (nor cap) there.
     return merged.assign(lo=(merged["mean"] - merged["low"]).clip(lower=0),
                          hi=(merged["high"] - merged["mean"]).clip(lower=0))
@@ -82,8 +83,11 @@ def datasets_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | 
                color=styles[lab][0], hatch="////" if is_rep else None,
                edgecolor="white", linewidth=0.25 if not is_rep else 0,
                error_kw={"elinewidth": 0.5, "capsize": 0.8, "capthick": 0.5})
-        lows.append((s["mean"] - (0 if err is None else err[0])).min())
-        highs.append((s["mean"] + (0 if err is None else err[1])).max())
+        # A bar without an interval (NaN) still needs room for itself.
+        below = 0 if err is None else np.nan_to_num(err[0])
+        above = 0 if err is None else np.nan_to_num(err[1])
+        lows.append((s["mean"] - below).min())
+        highs.append((s["mean"] + above).max())
     n_data = sum(g not in ("universal", "harmonic_mean") for g in groups)
     if 0 < n_data < len(groups):  # separate the per-dataset bars from the summaries
         ax.axvline(n_data - 0.5, color="0.6", lw=0.6, ls=":")
