@@ -116,3 +116,32 @@ def test_cpu_rerun_uses_the_records_thread_count():
     assert record_threads(rec, None) == 1
     assert record_threads(rec, "cuda") is None
     assert record_threads(SimpleNamespace(hardware={"device": "cpu"}), None) is None
+
+
+def test_per_query_outcomes_are_compared_query_by_query(tmp_path):
+    """reproduce's per-query comparison: equal sidecars are identical (by SHA-256), a changed
+    query is named by scope and metric with its count, a schema-2 original has none."""
+    from tests.results.test_perquery import outcomes_for
+    from tests.results.test_record import make_record
+    from umlbench.reproduce import per_query_differences
+    from umlbench.results.perquery import PerQuery
+    from umlbench.results.record import write_record
+
+    def written(run_id, outcomes):
+        rec = make_record(run_id=run_id)
+        return rec, write_record(rec, tmp_path, per_query=outcomes)
+
+    base = outcomes_for(make_record())
+    a, pa = written("a", base)
+    b, pb = written("b", base)
+    assert per_query_differences(pa, a, pb, b) == []
+    flipped = {s: o for s, o in base.scopes.items()}
+    hits = flipped["mini-cub"].values["recall@1"].copy()
+    hits[[0, -1]] = 1 - hits[[0, -1]]  # two queries change places: the mean is the same
+    flipped["mini-cub"] = type(base.scopes["mini-cub"])(
+        flipped["mini-cub"].ids, {**flipped["mini-cub"].values, "recall@1": hits},
+        flipped["mini-cub"].sources)
+    c, pc = written("c", PerQuery(flipped, base.datasets))
+    assert per_query_differences(pa, a, pc, c) == [("per_query.mini-cub.recall@1", 2, 10)]
+    old = make_record(run_id="old")
+    assert per_query_differences(write_record(old, tmp_path), old, pa, a) is None

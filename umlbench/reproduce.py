@@ -9,6 +9,10 @@ both values. Checkpoints go to a temporary work dir (never resumed from); the ne
 the results dir like any run's. On CPU the rerun uses the record's number of torch threads
 (``hardware.torch_threads``): float sums are split differently with another count, so a run is
 bit-exact only with the same one.
+
+When the record has per-query outcomes (a sidecar, schema 3) the rerun's are compared query by
+query too: equal sidecar SHA-256s mean identical outcomes, otherwise every (scope, metric) where
+some query's stored term differs is a difference.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
 from umlbench import paths
@@ -28,10 +33,12 @@ from umlbench.errors import UserError
 from umlbench.results.identity import (canonical_json, code_label, config_identity,
                                        data_differences, file_hashes, flatten, get_dotted,
                                        hashed_config)
+from umlbench.results import perquery
 from umlbench.results.record import RecordError, RunRecord, read_record
 from umlbench.runner import load_protocol, protocol_data_identity, run
 
-__all__ = ["Reproduction", "reproduce", "record_config", "metric_differences"]
+__all__ = ["Reproduction", "reproduce", "record_config", "metric_differences",
+           "per_query_differences"]
 
 
 @dataclass
@@ -45,10 +52,13 @@ class Reproduction:
     differences: list[tuple[str, float | None, float | None]]
     compared: int
     warnings: list[str]
+    # Per-query outcomes: None when the original record has none (schema <= 2); else
+    # (key ``per_query.<scope>.<metric>``, queries whose term differs, queries) per difference.
+    per_query: list[tuple[str, int, int]] | None = None
 
     @property
     def identical(self) -> bool:
-        return not self.differences
+        return not self.differences and not self.per_query
 
 
 def record_config(rec: RunRecord, source: str, data_root: str | None = None,
@@ -158,4 +168,38 @@ def reproduce(record_path: Path, *, data_root: str | None = None, device: str | 
             if canonical_json(r.protocol) == canonical_json(rec.protocol)]
     new, path = (same or written)[0]
     differences, compared = metric_differences(rec, new)
-    return Reproduction(rec, new, path, differences, compared, warnings)
+    per_query = per_query_differences(Path(record_path), rec, path, new)
+    return Reproduction(rec, new, path, differences, compared, warnings, per_query)
+
+
+def per_query_differences(path_a: Path, a: RunRecord, path_b: Path | None,
+                          b: RunRecord) -> list[tuple[str, int, int]] | None:
+    """Where the per-query outcomes of two records differ: (``per_query.<scope>.<metric>``,
+    queries whose stored term differs, queries compared), [] when identical; None when ``a``
+    has none. A sidecar that cannot be read (missing, other SHA-256) is a UserError."""
+    try:
+        left = perquery.load_for_record(path_a, a)
+        if left is None:
+            if a.per_query:
+                raise UserError(f"{path_a}: per-query sidecar {a.per_query['file']} is missing")
+            return None
+        if b.per_query and a.per_query and b.per_query["sha256"] == a.per_query["sha256"]:
+            return []  # the same bytes: the same outcomes
+        right = perquery.load_for_record(path_b, b) if path_b else None
+    except RecordError as exc:
+        raise UserError(str(exc)) from None
+    if right is None:
+        return [("per_query", len(left.scopes), 0)]
+    out = []
+    for scope in sorted(set(left.scopes) | set(right.scopes)):
+        x, y = left.scopes.get(scope), right.scopes.get(scope)
+        for m in sorted(set(x.values if x else ()) | set(y.values if y else ())):
+            key = f"per_query.{scope}.{m}"
+            if x is None or y is None or m not in x.values or m not in y.values:
+                out.append((key, len(x or y), 0))
+                continue
+            if not np.array_equal(x.ids, y.ids):
+                out.append((key, max(len(x), len(y)), 0))
+                continue
+            out.append((key, int((x.values[m] != y.values[m]).sum()), len(x)))
+    return [d for d in out if d[1] or not d[2]]

@@ -22,14 +22,15 @@ from umlbench.errors import UserError
 from umlbench.methods import METHODS, DataInfo, Method
 from umlbench.metrics import MetricSpec
 from umlbench.protocols.base import (PROTOCOLS, ProtocolData, check_protocol_config,
-                                     protocol_defaults)
+                                     image_ids, protocol_defaults)
 from umlbench.results.identity import config_identity, data_identity, rows_sha256
+from umlbench.results.perquery import PerQuery, episode_scope
 from umlbench.results.record import RunRecord, new_run_id, write_record
 from umlbench.train.distributed import DistInfo, barrier, init_distributed
 from umlbench.train.trainer import Trainer, TrainingFailed, resolve_device, seed_everything
 
 __all__ = ["build_config", "run", "method_class", "load_protocol", "run_prefix",
-           "remove_checkpoints", "run_identity", "protocol_data_identity"]
+           "remove_checkpoints", "run_identity", "protocol_data_identity", "per_query_outcomes"]
 
 
 def method_class(name: str) -> type[Method]:
@@ -233,7 +234,8 @@ def run(
         )
         path = None
         if dist.is_main:
-            path = write_record(record, (results_dir or paths.default_results_dir()) / cfg.suite)
+            path = write_record(record, (results_dir or paths.default_results_dir()) / cfg.suite,
+                                per_query=outcome.get("per_query"))
         written.append((record, path))
     if status == "completed" and dist.is_main and not keep_checkpoints:
         remove_checkpoints(work)
@@ -256,19 +258,25 @@ def remove_checkpoints(work: Path) -> None:
 
 def evaluate_protocol(method: Method, model, data: ProtocolData, trainer: Trainer,
                       root: Path) -> list[dict]:
-    """Final scores: one outcome for uml/oodml, one per shot count for few-shot episodes."""
+    """Final scores: one outcome for uml/oodml, one per shot count for few-shot episodes;
+    each with the per-query outcomes its record's sidecar keeps."""
     if data.name == "fewshot":
         from umlbench.protocols.fewshot import run_episodes
 
         out = []
         for res in run_episodes(method, model, data, trainer, root):
             ds = data.info["dataset"]
+            # One scope per episode: the record's score is the mean of the episode means.
+            per_query = PerQuery.from_queries(
+                {episode_scope(e): terms for e, terms in enumerate(res["per_query"])},
+                episodic=True) if res["per_query"] else None
             out.append({
                 "protocol": {**data.info, "shots": res["shots"], "episodes": res["episodes"],
                              "iterations": res["iterations"]},
                 "metrics": {"per_dataset": {ds: res["universal"]}, "universal": res["universal"],
                             "summary": {}, "extra": res["extra"]},
                 "harmonic": None,
+                "per_query": per_query,
             })
         return out
     # The configured metrics everywhere, plus each dataset's literature Recall@K list in its
@@ -279,4 +287,16 @@ def evaluate_protocol(method: Method, model, data: ProtocolData, trainer: Traine
     return [{"protocol": dict(data.info),
              "metrics": {"per_dataset": result.per_dataset, "universal": result.universal,
                          "summary": result.summary},
-             "harmonic": result.harmonic_mean}]
+             "harmonic": result.harmonic_mean,
+             "per_query": per_query_outcomes(result, data, data.test)}]
+
+
+def per_query_outcomes(result, data: ProtocolData, rows) -> PerQuery | None:
+    """The per-query outcomes of ``result`` (an EvalResult of ``rows``), keyed by the queries'
+    datasets and manifest image ids; None when no retrieval metric was scored."""
+    if not result.per_query:
+        return None
+    datasets = rows["dataset"].to_numpy().astype(str)
+    ids = image_ids(data.sources, rows)
+    return PerQuery.from_queries({scope: (datasets[q.rows], ids[q.rows], q.values)
+                                  for scope, q in result.per_query.items()})

@@ -199,4 +199,4 @@ class Finetune(Method):
         trainer.eval_seconds += time.perf_counter() - t0
         return EvalResult(per.per_dataset, uni.universal, per.harmonic_mean,
                           per.arithmetic_mean, per.summary, per.seconds + uni.seconds,
-                          uni.backend)
+                          uni.backend, per_query={**per.per_query, **uni.per_query})

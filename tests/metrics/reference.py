@@ -37,7 +37,18 @@ def scaled_rows(emb) -> np.ndarray:
 
 def brute_force(emb, labels, datasets, is_query, is_gallery, ks=(1, 2, 4, 8), scope=None,
                 unit=True):
+    """Metric means by full sorting and the number of excluded queries (see
+    :func:`brute_force_terms`)."""
+    _, out, excluded = brute_force_terms(emb, labels, datasets, is_query, is_gallery, ks,
+                                         scope, unit)
+    means = {m: float(np.mean(v)) if v else float("nan") for m, v in out.items()}
+    return means, excluded
+
+
+def brute_force_terms(emb, labels, datasets, is_query, is_gallery, ks=(1, 2, 4, 8), scope=None,
+                      unit=True):
     """Per-query metric values by full sorting. ``scope``: restrict to one dataset (or None).
+    Returns (scored query rows, {metric: per-query values in that order}, excluded count).
 
     Similarity is the exact dot product of the float32 unit rows (the engine's definition;
     ``unit=False``: of the commonly scaled raw rows); equal similarities rank the smaller
@@ -52,6 +63,7 @@ def brute_force(emb, labels, datasets, is_query, is_gallery, ks=(1, 2, 4, 8), sc
     for m in ("precision@1", "r_precision", "map@r", "map@1000"):
         out[m] = []
     excluded = 0
+    scored = []
     for i in rows:
         if not is_query[i]:
             continue
@@ -61,6 +73,7 @@ def brute_force(emb, labels, datasets, is_query, is_gallery, ks=(1, 2, 4, 8), sc
         if r == 0:
             excluded += 1
             continue
+        scored.append(int(i))
         sims = exact_sims(ints, i, cands)
         # Sort by similarity descending, ties by smaller gallery position.
         order = sorted(range(len(cands)), key=lambda t: (-sims[t], gpos[cands[t]]))
@@ -82,8 +95,7 @@ def brute_force(emb, labels, datasets, is_query, is_gallery, ks=(1, 2, 4, 8), sc
                 hits += 1
                 ap += hits / pos
         out["map@1000"].append(ap / freq)
-    means = {m: float(np.mean(v)) if v else float("nan") for m, v in out.items()}
-    return means, excluded
+    return scored, out, excluded
 
 
 def pairwise_f1_bruteforce(classes, clusters):

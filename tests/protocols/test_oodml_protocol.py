@@ -78,7 +78,7 @@ def test_few_shot_episodes_adapt_the_head(aircraft_splits, env_root, mini_root):
         "eval.metrics=[recall@1,map@1000,nmi,f1]"])
     # The protocol's defaults: base model chosen on val R@1 + MAP@1000 (fewshot_ood_main.py).
     assert cfg.train.select == "val" and cfg.train.select_metric == "recall@1+map@1000"
-    [(rec, _)] = run(cfg, results_dir=env_root / "r", work_dir=env_root / "w")
+    [(rec, path)] = run(cfg, results_dir=env_root / "r", work_dir=env_root / "w")
     extra = rec.metrics["extra"]
     assert rec.protocol["shots"] == 2 and rec.protocol["episodes"] == 3
     assert "val_universal_recall@1+map@1000" in rec.history[-1]
@@ -87,6 +87,15 @@ def test_few_shot_episodes_adapt_the_head(aircraft_splits, env_root, mini_root):
             assert key in extra
         assert extra[f"gain@{m}"] == pytest.approx(extra[f"few_shot@{m}"]
                                                    - extra[f"zero_shot@{m}"])
+    # Per-query outcomes: one scope per episode, whose means average to the record's values.
+    from umlbench.results import perquery
+    from umlbench.results.validate import validate_paths
+
+    outcomes = perquery.load_for_record(path, rec)
+    assert outcomes.episodic and sorted(outcomes.scopes) == ["episode-0", "episode-1",
+                                                             "episode-2"]
+    assert set(outcomes.scopes["episode-0"].values) == {"recall@1", "map@1000"}
+    assert validate_paths([path]).problems == []
 
 
 def test_few_shot_budget_official_by_default_and_mini_in_its_suite_config():

@@ -313,12 +313,18 @@ def plot(kind, metric, suite, dataset, methods, ablations, out_file, results_dir
 def validate(paths_):
     """Check run records (*.json) and reference rows (*.yaml, *.csv) against their schemas.
 
-    Prints one line per problem; exits with status 1 if there is any."""
+    A record's per-query sidecar (*.perquery.npz) must exist, match the record's SHA-256 and
+    agree with its metrics. Prints one line per problem; exits with status 1 if there is any."""
     from umlbench.results.validate import validate_paths
 
     report = validate_paths(paths_)
     for line in report.problems:
         click.echo(line)
+    if report.notes:  # information, not problems: one line, however many records
+        example = f": {report.notes[0]}" if len(report.notes) == 1 else (
+            f", e.g. {report.notes[0]}")
+        click.echo(f"note: {len(report.notes)} record(s) have no per-query outcomes, so "
+                   f"per-query comparisons are unavailable for them{example}", err=True)
     click.echo(f"{report.files} file(s) checked, {len(report.problems)} problem(s)", err=True)
     if not report.ok:
         click.get_current_context().exit(1)

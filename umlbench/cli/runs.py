@@ -301,15 +301,22 @@ def reproduce(record, data_root, device, results_dir):
 
     rep = rerun(record, data_root=data_root, device=device,
                 results_dir=Path(results_dir) if results_dir else None, console=console)
+    queries = ("per-query outcomes: none in the original record (written before schema 3)"
+               if rep.per_query is None else
+               "per-query outcomes identical" if not rep.per_query else
+               f"per-query outcomes differ in {len(rep.per_query)} scope/metric pair(s)")
     if rep.identical:
-        click.echo(f"identical: all {rep.compared} metrics equal the original; "
+        click.echo(f"identical: all {rep.compared} metrics equal the original; {queries}; "
                    f"record: {rep.path}")
         return
     rows = []
     for key, was, now in rep.differences:
         numbers = isinstance(was, (int, float)) and isinstance(now, (int, float))
         rows.append([key, _num(was), _num(now), f"{now - was:+.6g}" if numbers else "–"])
-    out.print(plain_table(f"{len(rep.differences)} of {rep.compared} metrics differ",
+    for key, differ, n in rep.per_query or []:
+        rows.append([key, "–", "–", f"{differ} of {n} queries" if n else "missing or other "
+                     "queries"])
+    out.print(plain_table(f"{len(rep.differences)} of {rep.compared} metrics differ; {queries}",
                           ["metric", "original", "reproduced", "difference"], rows))
     click.echo(f"record: {rep.path}")
     click.get_current_context().exit(1)

@@ -1,7 +1,7 @@
 """Retrieval and clustering metrics, and the engine that computes them exactly.
 
-The engine (torch, faiss) is imported on first use of ``evaluate``, ``EvalResult`` or
-``class_codes``, so that the command line can read the statistics' defaults
+The engine (torch, faiss) is imported on first use of ``evaluate``, ``EvalResult``,
+``QueryScores`` or ``class_codes``, so that the command line can read the statistics' defaults
 (:mod:`umlbench.metrics.paired`) without paying for torch at startup."""
 
 from umlbench.metrics.paired import mean_ci95
@@ -13,13 +13,14 @@ __all__ = [
     "RETRIEVAL_ONLY",
     "EvalResult",
     "MetricSpec",
+    "QueryScores",
     "arithmetic_mean",
     "class_codes",
     "evaluate",
     "harmonic_mean",
     "mean_ci95",
 ]
-_ENGINE = ("EvalResult", "class_codes", "evaluate")
+_ENGINE = ("EvalResult", "QueryScores", "class_codes", "evaluate")
 
 
 def __getattr__(name: str):

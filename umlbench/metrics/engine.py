@@ -38,9 +38,21 @@ __all__ = [
     "RETRIEVAL_ONLY",
     "EvalResult",
     "MetricSpec",
+    "QueryScores",
     "class_codes",
     "evaluate",
 ]
+
+
+@dataclass(frozen=True)
+class QueryScores:
+    """The terms of one scope's retrieval means: ``rows`` (n,) int64, the input rows of the
+    scope's scored queries (excluded queries are not here), in increasing order; ``values``
+    metric -> (n,) float64, each query's term (Recall@K / Precision@1 hits are 0.0 or 1.0), so
+    that the scope's metric is ``values[m].mean()``."""
+
+    rows: np.ndarray
+    values: dict[str, np.ndarray]
 
 
 @dataclass
@@ -49,7 +61,9 @@ class EvalResult:
     also hold ``num_queries`` and ``num_excluded_queries`` (queries without any relevant gallery
     item, left out of every retrieval mean; a metric is NaN when every query of a scope is
     excluded). ``harmonic_mean``/``arithmetic_mean`` summarise the per-dataset
-    ``summary_metric`` (Recall@1 when computed); ``summary`` holds both means for every metric."""
+    ``summary_metric`` (Recall@1 when computed); ``summary`` holds both means for every metric.
+    ``per_query`` holds, per scope (dataset names and ``"universal"``), the per-query terms of
+    its retrieval metrics (:class:`QueryScores`); it is left out of :meth:`to_dict`."""
 
     per_dataset: dict[str, dict[str, float]]
     universal: dict[str, float]
@@ -59,9 +73,12 @@ class EvalResult:
     seconds: float = 0.0
     backend: str = ""
     summary_metric: str = "recall@1"
+    per_query: dict[str, QueryScores] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(replace(self, per_query={}))
+        del out["per_query"]
+        return out
 
 
 def class_codes(labels: np.ndarray) -> np.ndarray:
@@ -279,10 +296,17 @@ def evaluate(
 
     result_uni = _aggregate(uni, valid, np.ones(len(qrows), bool), names) if universal else {}
     result_ds: dict[str, dict[str, float]] = {}
+    # The terms of every mean, by input row (the working order is a permutation of it).
+    per_query: dict[str, QueryScores] = {}
+    if universal and names:
+        per_query["universal"] = _terms(uni, valid, perm[qrows], names)
     if per_dataset:
         for d, name in enumerate(ds_names):
-            result_ds[str(name)] = _aggregate(per, valid, prob.qds == d,
-                                              metrics.for_dataset(str(name)).retrieval_names)
+            own_names = metrics.for_dataset(str(name)).retrieval_names
+            result_ds[str(name)] = _aggregate(per, valid, prob.qds == d, own_names)
+            if own_names:
+                per_query[str(name)] = _terms(per, valid & (prob.qds == d), perm[qrows],
+                                              own_names)
     if metrics.nmi or metrics.f1:
         from umlbench.metrics.clustering import cluster_scores
 
@@ -310,7 +334,15 @@ def evaluate(
         seconds=time.perf_counter() - t0,
         backend=searcher.backend,
         summary_metric=key,
+        per_query=per_query,
     )
+
+
+def _terms(values: dict[str, np.ndarray], use: np.ndarray, rows: np.ndarray,
+           names) -> QueryScores:
+    """The scored queries ``use`` of one scope as :class:`QueryScores` (in input-row order)."""
+    order = np.argsort(rows[use], kind="stable")
+    return QueryScores(rows[use][order], {m: values[m][use][order] for m in names})
 
 
 def _aggregate(values: dict[str, np.ndarray], valid, mask, names) -> dict[str, float]:

@@ -15,8 +15,8 @@ if TYPE_CHECKING:  # numpy/pandas load with the data, so that checking a config 
 
     from umlbench.data.prepare import Prepared
 
-__all__ = ["ProtocolData", "rows_for", "eval_rows", "PROTOCOLS", "PROTOCOL_SELECTORS",
-           "check_protocol_config", "protocol_defaults"]
+__all__ = ["ProtocolData", "rows_for", "eval_rows", "image_ids", "PROTOCOLS",
+           "PROTOCOL_SELECTORS", "check_protocol_config", "protocol_defaults"]
 
 
 @dataclass
@@ -84,6 +84,19 @@ def eval_rows(source: int, prepared: Prepared, labels: set | None = None,
     df["is_query"] = loo | (s == C.QUERY)
     df["is_gallery"] = loo | (s == C.GALLERY)
     return df.rename(columns={"label": "target"})
+
+
+def image_ids(sources: list[Prepared], rows: pd.DataFrame) -> np.ndarray:
+    """(len(rows),) str: the manifest ``image_id`` of each row (``source``, ``row`` columns);
+    with the ``dataset`` column it names the image a query's outcome belongs to."""
+    import numpy as np
+
+    out = np.empty(len(rows), dtype=object)
+    src, row = rows["source"].to_numpy(), rows["row"].to_numpy()
+    for s in np.unique(src):
+        at = src == s
+        out[at] = sources[int(s)].manifest[C.IMAGE_ID].to_numpy()[row[at]]
+    return out.astype(str)
 
 
 PROTOCOLS: dict[str, str] = {

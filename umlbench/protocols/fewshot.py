@@ -121,7 +121,9 @@ def _episode_rows(ep: dict, test, pos: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_episodes(method, model, data: ProtocolData, trainer, root: Path) -> list[dict]:
-    """Adapt and score every episode of every shot count; one result dict per shot count."""
+    """Adapt and score every episode of every shot count; one result dict per shot count.
+    Its ``per_query`` lists, per episode, the (datasets, image ids, {metric: terms}) of the
+    episode's scored queries after adaptation."""
     cfg = trainer.cfg
     if not hasattr(model, "features") or not hasattr(model, "head"):
         raise UserError(f"method {cfg.method!r} has no separate embedding head to adapt")
@@ -144,7 +146,7 @@ def run_episodes(method, model, data: ProtocolData, trainer, root: Path) -> list
             raise UserError(f"no {shots}-shot episodes in the {data.info['dataset']} splits")
         iters = cfg.protocol.finetune_iterations or DEFAULT_ITERATIONS.get(shots, 1500)
         lr = cfg.protocol.finetune_lr or LR_MULTIPLIER * cfg.train.lr
-        before, after = [], []
+        before, after, terms = [], [], []
         for e, ep in enumerate(episodes[: cfg.protocol.episodes]):
             support, query = _episode_rows(ep, test, pos)
             _, sup_y = np.unique(labels[support], return_inverse=True)
@@ -156,8 +158,14 @@ def run_episodes(method, model, data: ProtocolData, trainer, root: Path) -> list
             args = (q["target"].to_numpy(), q["dataset"].to_numpy(), q["is_query"].to_numpy(),
                     q["is_gallery"].to_numpy())
             before.append(evaluate(zero[query], *args, metrics=spec).universal)
-            after.append(evaluate(adapted, *args, metrics=spec).universal)
-        results.append(_summarise(shots, before, after, spec, len(episodes), iters))
+            res = evaluate(adapted, *args, metrics=spec)
+            after.append(res.universal)
+            if "universal" in res.per_query:  # the episode's per-query few-shot outcomes
+                scored = query[res.per_query["universal"].rows]
+                terms.append((test["dataset"].to_numpy()[scored], image_ids[scored],
+                              res.per_query["universal"].values))
+        results.append({**_summarise(shots, before, after, spec, len(episodes), iters),
+                        "per_query": terms})
     return results
 
 

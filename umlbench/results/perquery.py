@@ -29,7 +29,9 @@ On disk (``FORMAT`` 1) the file is an ``.npz`` (a zip of ``.npy`` members, LZMA-
 fixed timestamps, so the same outcomes always give the same bytes; ``numpy.load`` reads it):
 
 - ``meta`` (uint8, UTF-8 JSON): format, scale, datasets (n, sha256), scopes (their metrics and
-  how each is stored), episodic;
+  how each is stored), episodic; ``ids``: ``positions`` (the ids are the datasets' positions
+  above) or ``stored`` (outcomes built by hand as ``PerQuery(scopes)`` with ids of the
+  caller's choice: the sorted ids are stored in the member ``ids``, newline-joined, LZMA);
 - ``<scope>.mask`` (packed bits over the key table: every dataset's keys in name order): which
   queries the scope holds; its values follow that order;
 - ``<scope>.<metric>``: hits as packed bits; AP-type terms as uint16 ``q``, the term rounded to
@@ -40,8 +42,9 @@ fixed timestamps, so the same outcomes always give the same bytes; ``numpy.load`
   stored once (``same_as``).
 
 Size: a synthetic outcome set shaped like the real ``uml`` suite (146,665 queries, the
-literature's Recall@K lists, every retrieval metric, per dataset and universal) takes about
-0.75 MB (tests/results/test_perquery.py checks <= 1 MB); a mini record takes a few kilobytes.
+literature's Recall@K lists, every retrieval metric, per dataset and universal) takes 0.72 MB
+(tests/results/test_perquery.py checks <= 1 MB); an off-the-shelf run on the whole mini suite
+0.059 MB (budget 0.1 MB).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import lzma
 import os
 import secrets
 import zipfile
@@ -73,7 +77,7 @@ SUFFIX = ".perquery.npz"
 # acts on, and every further bit of resolution costs ~70 KB on the real suite.
 SCALE = 4095
 # Bound on the error of a stored AP-type term, and so of any mean of them (hits are exact). In
-# practice a scope mean is off by ~0.3 / (SCALE * sqrt(n)): rounding errors cancel.
+# practice a scope mean is off by far less (rounding errors cancel): at most 2e-5 in a mini run.
 TOLERANCE = 0.5 / SCALE + 1e-12
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _AP_TYPE = ("r_precision", "map@r", "map@1000")
@@ -214,12 +218,19 @@ def _quantise(metric: str, v: np.ndarray) -> np.ndarray:
 
 
 def _encode(per_query: PerQuery) -> dict[str, np.ndarray]:
-    if not per_query.datasets and per_query.scopes:
-        raise ValueError("per-query outcomes without their datasets' query lists; build them "
-                         "with PerQuery.from_queries")
     names = sorted(per_query.datasets)
-    table = np.concatenate([_keys(n, per_query.datasets[n].n) for n in names]
-                           or [np.array([], str)])
+    arrays: dict[str, np.ndarray] = {}
+    if names:
+        table = np.concatenate([_keys(n, per_query.datasets[n].n) for n in names])
+    else:
+        # Outcomes built by hand (ScopeOutcomes with ids of the caller's choice, no query
+        # lists): the ids themselves are stored, newline-joined.
+        table = np.unique(np.concatenate([np.asarray(s.ids, str) for s in
+                                          per_query.scopes.values()] or [np.array([], str)]))
+        if any("\n" in i for i in table.tolist()):
+            raise ValueError("query ids must not contain a newline")
+        arrays["ids"] = np.frombuffer(lzma.compress("\n".join(table.tolist()).encode()),
+                                      np.uint8)
     order = np.argsort(table, kind="stable")
     sorted_table = table[order]
 
@@ -230,7 +241,6 @@ def _encode(per_query: PerQuery) -> dict[str, np.ndarray]:
             raise ValueError(f"query id {bad!r} is not one of the datasets' queries")
         return order[i]
 
-    arrays: dict[str, np.ndarray] = {}
     pos, quant = {}, {}
     for scope, out in per_query.scopes.items():
         p = where(out.ids)
@@ -271,6 +281,7 @@ def _encode(per_query: PerQuery) -> dict[str, np.ndarray]:
                                           else q.astype(np.uint16))
         meta_scopes[scope] = {"n": int(len(out)), "metrics": list(out.values), "stored": stored}
     meta = {"format": FORMAT, "scale": SCALE, "episodic": per_query.episodic,
+            "ids": "positions" if names else "stored",
             "datasets": {n: {"n": per_query.datasets[n].n, "sha256": per_query.datasets[n].sha256}
                          for n in names},
             "scopes": meta_scopes}
@@ -331,7 +342,11 @@ def _decode(arrays: dict[str, np.ndarray]) -> PerQuery:
                           "upgrade umlbench to read it")
     info = {n: DatasetQueries(int(d["n"]), str(d["sha256"])) for n, d in meta["datasets"].items()}
     names = sorted(info)
-    table = np.concatenate([_keys(n, info[n].n) for n in names] or [np.array([], str)])
+    if meta.get("ids") == "stored":
+        text = lzma.decompress(arrays["ids"].tobytes()).decode()
+        table = np.array(text.split("\n") if text else [], dtype=str)
+    else:
+        table = np.concatenate([_keys(n, info[n].n) for n in names] or [np.array([], str)])
     owner = np.repeat(np.array(names, dtype=object), [info[n].n for n in names])
     scale = float(meta["scale"])
     raw: dict[str, dict[str, np.ndarray]] = {}
@@ -373,7 +388,8 @@ def _decode(arrays: dict[str, np.ndarray]) -> PerQuery:
                 raise RecordError(f"scope {scope}, {m}: stored values outside [0, 1]")
             values[m] = q.astype(np.float64) if is_binary(m) else q / scale
         ids = table[where[scope]]
-        sources = {str(n): info[n].sha256 for n in np.unique(owner[where[scope]])}
+        sources = ({str(n): info[n].sha256 for n in np.unique(owner[where[scope]])}
+                   if names else {})
         scopes[scope] = ScopeOutcomes.build(ids, values, sources)
     return PerQuery(scopes, info, bool(meta.get("episodic", False)))
 

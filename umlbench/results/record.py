@@ -222,22 +222,21 @@ def write_record(rec: RunRecord, directory: Path, per_query=None) -> Path:
     """Validate and write ``rec`` into ``directory``; never replaces an existing file.
 
     ``per_query`` (a :class:`~umlbench.results.perquery.PerQuery`) is written first, as the
-    sidecar ``<run_id>.perquery.npz``, and ``rec.per_query`` then names it; the JSON follows
-    (temp file, then link). A record is therefore never visible before its sidecar, and if the
-    JSON cannot be written the sidecar is removed again."""
+    sidecar ``<run_id>.perquery.npz``, and ``rec.per_query`` is set to name it; the JSON
+    follows (temp file, then link). A record is therefore never visible before its sidecar, and
+    if the JSON cannot be written the sidecar is removed again (and ``rec`` left as it was)."""
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / record_filename(rec)
     if final.exists():
         raise RecordError(f"{final}: a record with this id exists; not overwriting")
-    sidecar = None
+    sidecar, before = None, rec.per_query
     if per_query is not None:
         # Imported here: perquery imports RecordError from this module.
         from umlbench.results.perquery import FORMAT, sidecar_name, write_sidecar
 
         sidecar = directory / sidecar_name(final.name)
         name, digest = write_sidecar(sidecar, per_query)
-        rec = dataclasses.replace(rec, per_query={"file": name, "sha256": digest,
-                                                  "format": FORMAT})
+        rec.per_query = {"file": name, "sha256": digest, "format": FORMAT}
     try:
         data = rec.to_dict()
         validate(json.loads(json.dumps(data)), rec.run_id)
@@ -256,6 +255,7 @@ def write_record(rec: RunRecord, directory: Path, per_query=None) -> Path:
     except BaseException:
         if sidecar is not None:
             sidecar.unlink(missing_ok=True)
+            rec.per_query = before
         raise
     return final
 
