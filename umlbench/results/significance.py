@@ -27,7 +27,7 @@ import pandas as pd
 from umlbench.data.registry import SUITES
 from umlbench.errors import UserError
 from umlbench.metrics import paired
-from umlbench.results.perquery import PerQuery, load_for_record, pair
+from umlbench.results.perquery import PerQuery, is_binary, load_for_record, pair
 from umlbench.results.record import RecordError, read_json
 from umlbench.results.store import find_record_files
 
@@ -109,6 +109,9 @@ class ScopeDifference:
 
 @dataclass(frozen=True)
 class Comparison:
+    """The result of :func:`compare`: one :class:`ScopeDifference` per scope (datasets in suite
+    order, universal, harmonic mean; or the mean over episodes) and how it was computed."""
+
     metric: str
     a_name: str
     b_name: str
@@ -136,13 +139,9 @@ class Comparison:
         text = "Difference = B - A. " + text
         if any(s.mcnemar is not None for s in self.scopes):
             text += "; exact McNemar test on the discordant queries (scipy binomtest)"
-        elif _is_hit(self.metric):
+        elif is_binary(self.metric):
             text += "; McNemar needs one run per row (n/a with several seeds)"
         return text
-
-
-def _is_hit(metric: str) -> bool:
-    return metric.startswith("recall@") or metric == "precision@1"
 
 
 def compare(a: Sequence[PerQuery], b: Sequence[PerQuery], *, metric: str = "recall@1",
@@ -167,7 +166,7 @@ def compare(a: Sequence[PerQuery], b: Sequence[PerQuery], *, metric: str = "reca
     diffs = {s: paired.difference(reps, s, 0, 1, level) for s in order}
     p_holm = paired.holm([diffs[s].p_value for s in order])
     mcnemar: dict[str, tuple[float, int, int]] = {}
-    if _is_hit(metric) and len(a) == 1 and len(b) == 1:
+    if is_binary(metric) and len(a) == 1 and len(b) == 1:
         mcnemar = {s: paired.mcnemar_exact(mats[s][0][0], mats[s][1][0]) for s in scopes}
     m_holm = dict(zip(mcnemar, paired.holm([v[0] for v in mcnemar.values()])))
     out = []
