@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["arithmetic_mean", "harmonic_mean", "mean_ci95"]
+__all__ = ["arithmetic_mean", "harmonic_mean"]
 
 
 def harmonic_mean(values: Iterable[float]) -> float:
@@ -23,19 +22,6 @@ def harmonic_mean(values: Iterable[float]) -> float:
 def arithmetic_mean(values: Iterable[float]) -> float:
     v = np.asarray(list(values), dtype=np.float64)
     return float(v.mean()) if len(v) else float("nan")
-
-
-def mean_ci95(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and half-width of the Student-t 95% confidence interval (ooDML's episode summary)."""
-    from scipy import stats
-
-    v = np.asarray(list(values), dtype=np.float64)
-    if len(v) == 0:
-        return float("nan"), float("nan")
-    if len(v) == 1:
-        return float(v[0]), 0.0
-    sem = v.std(ddof=1) / math.sqrt(len(v))
-    return float(v.mean()), float(sem * stats.t.ppf(0.975, len(v) - 1))
 
 
 def per_dataset_summary(per_dataset: Mapping[str, Mapping[str, float]], metric: str) -> dict:

@@ -1,6 +1,7 @@
 """Render a leaderboard ``Board`` (:mod:`umlbench.results.leaderboard`) as markdown, LaTeX,
 CSV, a self-contained sortable HTML page or JSON; values in [0, 1] in percent, the best mean of
-each column bold, ± sample std and the seed count where asked for."""
+each column bold (with ``--significance``: every row tied for the top, and each cell's interval
+in CSV, JSON and HTML), ± sample std and the seed count where asked for."""
 
 from __future__ import annotations
 
@@ -50,8 +51,11 @@ def _params(v) -> str:
 
 
 def _best(board: Board) -> dict[str, set[str]]:
-    """Rows with the best mean per column (one per group of comparable rows); reported rows are
-    shown but never marked best."""
+    """Rows marked per column: with ``--significance`` every row tied for the top
+    (``board.tied``), otherwise the best mean (one per group of comparable rows); reported rows
+    are shown but never marked."""
+    if board.tied is not None:
+        return {c: set(board.tied.get(c, set())) for c in board.columns}
     best: dict[str, set[str]] = {}
     measured = board.mean[~board.reported.astype(bool)]
     groups = (pd.Series("", index=board.mean.index) if board.groups is None
@@ -92,10 +96,31 @@ def _grid(board: Board, bold) -> tuple[list[str], list[list[str]]]:
         cells = [row, "–" if board.reported.get(row) else str(n)]
         for col in board.columns:
             text = _cell(board.mean.at[row, col], board.std.at[row, col], n)
+            if no_interval(board, row, col):
+                text += " (n/a)"
             cells.append(bold(text) if row in best[col] and text != "–" else text)
         cells.append(_params(board.params.get(row)))
         body.append(cells)
     return header, body
+
+
+def _notes(board: Board) -> list[str]:
+    """The footnotes of every file format: how significance was computed first."""
+    return ([board.significance] if board.significance else []) + board.footnotes
+
+
+def no_interval(board: Board, row: str, col: str) -> bool:
+    """``--significance`` found no interval for a measured cell that has a mean (its records
+    lack per-query outcomes): shown as "n/a" beside the mean."""
+    return (board.tied is not None and not board.reported.get(row)
+            and _num(board.mean.at[row, col]) is not None
+            and _interval(board, row, col)[0] is None)
+
+
+def _interval(board: Board, row: str, col: str) -> tuple[float | None, float | None]:
+    if board.low is None or board.high is None:
+        return None, None
+    return _num(board.low.at[row, col]), _num(board.high.at[row, col])
 
 
 def to_markdown(board: Board) -> str:
@@ -103,8 +128,8 @@ def to_markdown(board: Board) -> str:
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in body]
-    if board.footnotes:
-        lines += [""] + [f"Note: {note}" for note in board.footnotes]
+    if _notes(board):
+        lines += [""] + [f"Note: {note}" for note in _notes(board)]
     return "\n".join(lines) + "\n"
 
 
@@ -132,7 +157,7 @@ def to_latex(board: Board) -> str:
     ]
     lines += [" & ".join(esc(c) for c in row) + " \\\\" for row in body]
     lines += ["\\bottomrule", "\\end{tabular}"]
-    lines += [f"% Note: {note}" for note in board.footnotes]
+    lines += [f"% Note: {note}" for note in _notes(board)]
     return "\n".join(lines) + "\n"
 
 
@@ -144,8 +169,14 @@ def to_csv(board: Board) -> str:
     for col in board.columns:
         out[f"{col}_mean"] = board.mean[col]
         out[f"{col}_std"] = board.std[col]
+        if board.tied is not None:
+            out[f"{col}_low"] = board.low[col]
+            out[f"{col}_high"] = board.high[col]
+            out[f"{col}_tied"] = [r in board.tied.get(col, set()) for r in board.rows]
     out["trainable_params"] = board.params
-    return out.to_csv(float_format="%.6f")
+    text = out.to_csv(float_format="%.6f")
+    # CSV has no footnote syntax: comment lines after the table say how it was computed.
+    return text + "".join(f"# {n}\n" for n in _notes(board) if board.tied is not None)
 
 
 def to_json(board: Board) -> str:
@@ -155,15 +186,24 @@ def to_json(board: Board) -> str:
             "method": row,
             "reported": bool(board.reported.get(row)),
             "seeds": None if board.reported.get(row) else int(board.n.get(row, 0)),
-            "values": {c: {"mean": _num(board.mean.at[row, c]), "std": _num(board.std.at[row, c])}
-                       for c in board.columns},
+            "values": {c: _json_cell(board, row, c) for c in board.columns},
             "trainable_params": _num(board.params.get(row)),
         })
     out = {"metric": board.metric, "columns": board.columns, "rows": rows,
            "footnotes": board.footnotes}
+    if board.significance:
+        out["significance"] = board.significance
     if board.fids:
         out["fids"] = board.fids
     return json.dumps(out, indent=2) + "\n"
+
+
+def _json_cell(board: Board, row: str, col: str) -> dict:
+    cell = {"mean": _num(board.mean.at[row, col]), "std": _num(board.std.at[row, col])}
+    if board.tied is not None:
+        cell["low"], cell["high"] = _interval(board, row, col)
+        cell["tied_for_top"] = row in board.tied.get(col, set())
+    return cell
 
 
 def _num(v):
@@ -217,11 +257,17 @@ def _sort_value(v) -> str:
     return "" if v is None else str(v)
 
 
-def _html_cell(mean, std, n: int, best: bool) -> str:
-    """``<b>82.39</b><span class="sd"> ± 0.65</span>``: the std smaller, never on its own line."""
+def _html_cell(mean, std, n: int, best: bool, interval=(None, None)) -> str:
+    """``<b>82.39</b><span class="sd"> ± 0.65</span>``: the std smaller, never on its own line;
+    with an interval (``--significance``) it follows as ``[81.70, 83.05]``, also smaller."""
     text, sd = _cell_parts(mean, std, n)
     value = f"<b>{text}</b>" if best and text != "–" else text
-    return value if sd is None else f'{value}<span class="sd">&nbsp;±&nbsp;{sd}</span>'
+    if sd is not None:
+        value += f'<span class="sd">&nbsp;±&nbsp;{sd}</span>'
+    low, high = interval
+    if low is not None and high is not None:
+        value += f'<span class="sd">&nbsp;[{_pct(low):.2f},&nbsp;{_pct(high):.2f}]</span>'
+    return value
 
 
 def to_html(board: Board) -> str:
@@ -240,14 +286,17 @@ def to_html(board: Board) -> str:
                  (str(n), "–" if board.reported.get(row) else str(n))]
         cells += [(_sort_value(board.mean.at[row, c]),
                    _html_cell(board.mean.at[row, c], board.std.at[row, c], n,
-                              row in best[c])) for c in board.columns]
+                              row in best[c], _interval(board, row, c)))
+                  for c in board.columns]
         cells.append((_sort_value(board.params.get(row)), _params(board.params.get(row))))
         tds = "".join(f'<td data-v="{html.escape(v)}">{c}</td>' for v, c in cells)
         cls = ' class="reported"' if board.reported.get(row) else ""
         rows.append(f"<tr{cls}>{tds}</tr>")
-    caption = (f"{html.escape(_metric_caption(board))} in percent, mean ± std over seeds; best "
-               "per column in bold; italic rows are reported elsewhere, not measured.")
-    notes = "".join(f"<p class=\"note\">Note: {html.escape(n)}</p>" for n in board.footnotes)
+    marks = ("interval in brackets; bold: tied for the top (see the note)"
+             if board.tied is not None else "best per column in bold")
+    caption = (f"{html.escape(_metric_caption(board))} in percent, mean ± std over seeds; "
+               f"{marks}; italic rows are reported elsewhere, not measured.")
+    notes = "".join(f"<p class=\"note\">Note: {html.escape(n)}</p>" for n in _notes(board))
     return _HTML.format(caption=caption, head=head, body="\n".join(rows), notes=notes)
 
 

@@ -67,6 +67,15 @@ class Board:
     footnotes: list[str] = field(default_factory=list)
     # ooDML: group -> {column: train/test FID of that level}; None elsewhere.
     fids: dict[str, dict[str, float]] | None = None
+    # Measured rows: row -> its run ids and its data identity (what --significance pairs).
+    runs: dict[str, list[str]] = field(default_factory=dict)
+    data_ids: dict[str, str] = field(default_factory=dict)
+    # --significance (results.significance.board_significance): each cell's interval (NaN
+    # without per-query outcomes), per column the rows tied for the top, and how.
+    low: pd.DataFrame | None = None
+    high: pd.DataFrame | None = None
+    tied: dict[str, set[str]] | None = None
+    significance: str | None = None
 
     @property
     def rows(self) -> list[str]:
@@ -137,8 +146,12 @@ def build_board(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None
               if d not in columns]
     notes = [f"{metric} is not in the records of {', '.join(absent)}; `--view paper` shows "
              "each dataset's own Recall@K list"] if absent else []
+    measured = sel[sel["source"] == "measured"]
     board = Board(metric, columns, mean, std, n, params, reported, notes=notes,
-                  footnotes=footnotes(sel, sel["row"], dropped, group_by))
+                  footnotes=footnotes(sel, sel["row"], dropped, group_by),
+                  runs={str(r): list(dict.fromkeys(g["run_id"]))
+                        for r, g in measured.groupby("row")},
+                  data_ids={str(r): str(g["data_id"].iloc[0]) for r, g in measured.groupby("row")})
     return _sorted(board, sort or ("harmonic_mean" if "harmonic_mean" in columns else None))
 
 
@@ -211,7 +224,9 @@ def _reordered(board: Board, order: list[str]) -> Board:
     return dataclasses.replace(
         board, mean=board.mean.loc[order], std=board.std.loc[order], n=board.n.loc[order],
         params=board.params.loc[order], reported=board.reported.loc[order],
-        groups=None if board.groups is None else board.groups.loc[order])
+        groups=None if board.groups is None else board.groups.loc[order],
+        low=None if board.low is None else board.low.loc[order],
+        high=None if board.high is None else board.high.loc[order])
 
 
 def paper_recall_ks(dataset: str) -> tuple[int, ...]:

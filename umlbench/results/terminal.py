@@ -15,7 +15,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from umlbench.results.formats import _best, _cell_parts, _params
+from umlbench.results.formats import _best, _cell_parts, _params, no_interval
 from umlbench.results.leaderboard import Board, _metric_short, _title
 
 __all__ = ["SHORT_TITLES", "to_rich"]
@@ -55,6 +55,8 @@ def _key_line(board: Board) -> str:
     if "harmonic_mean" in scopes:
         parts.append("HM harmonic mean of the datasets")
     parts.append("n seeds")
+    if board.tied is not None:
+        parts.append("bold green: tied for the top (see the note)")
     return "Key: " + " · ".join(parts)
 
 
@@ -74,6 +76,8 @@ def to_rich(board: Board, width: int | None = 80, std: bool = False):
         out = Text(text, style="bold green" if row in best[col] and text != "–" else "")
         if std and sd is not None:
             out.append(f" ±{sd}", style="dim")
+        if no_interval(board, row, col):
+            out.append(" n/a", style="dim")
         return out
 
     columns: dict[str, tuple[str, list[Text]]] = {

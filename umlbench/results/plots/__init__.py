@@ -4,14 +4,16 @@ Four kinds, each a pure ``<kind>_figure(df, ...) -> Figure`` that reads only the
 (``uml.py``: datasets, params; ``ood.py``: shift, fewshot; ``style.py``: what they share):
 
 - ``datasets``: grouped bars, one group per dataset plus universal and harmonic mean, one bar per
-  method (mean over seeds, sample-std error bars), methods ordered by harmonic mean, the y-range
+  method (mean over seeds; error bars: the paired-bootstrap interval when given, else the
+  sample std over seeds), methods ordered by harmonic mean, the y-range
   fitted to the data and the legend beside the axes; UML protocol only.
 - ``params``: harmonic mean against trainable parameters on a log axis (the PUMA paper's
-  efficiency figure). Measured methods are filled markers with seed-std error bars, reported rows
+  efficiency figure). Measured methods are filled markers with error bars (interval or seed std,
+  as for ``datasets``), reported rows
   with a value are hollow markers, and reported rows that carry only a parameter count are
   dashed vertical reference lines (never points with a made-up accuracy).
 - ``shift``: universal metric against ooDML shift level (level and FID in the tick labels), one
-  line per method, mean ± std band over seeds; one panel per dataset when several are shown.
+  line per method, mean with a band (the interval when given, else ± std over seeds); one panel per dataset when several are shown.
 - ``fewshot``: metric against support shots per class, one line per method (zero-shot values
   stored as ``zero_shot@<metric>`` are drawn at 0 shots); several ooDML levels get one line
   each, in distinct colours and markers from easy to hard; one panel per dataset; bands are
@@ -67,12 +69,14 @@ def check_target(out: Path) -> list[Path]:
 def build_figure(df: pd.DataFrame, kind: str, *, metric: str = "recall@1",
                  suite: str | None = None, dataset: str | None = None,
                  methods: list[str] | None = None, ablations: bool = False,
-                 protocol: str | None = None) -> Figure:
+                 protocol: str | None = None, intervals: pd.DataFrame | None = None) -> Figure:
     """The Figure for ``kind`` (see :data:`KINDS`), built with the publication style; ablation
     rows only with ``ablations`` or when named in ``methods``. ``protocol`` (kind ``fewshot``
     only: "fewshot" or "fewshot-train") draws that protocol's records alone, so that ooDML
     few-shot adaptation and PUMA's few-shot training, whose x-axes mean different things, are
-    never mixed in one figure."""
+    never mixed in one figure. ``intervals`` (kinds datasets, params and shift; in percent, from
+    :func:`umlbench.results.significance.plot_intervals`) replaces the seed-std error bars (bands
+    for shift) by those intervals; labels it lacks get none."""
     if kind not in KINDS:
         raise UserError(f"unknown plot kind {kind!r}; known: {', '.join(KINDS)}")
     if protocol is not None:
@@ -83,7 +87,8 @@ def build_figure(df: pd.DataFrame, kind: str, *, metric: str = "recall@1",
     if not ablations:
         df = main_methods(df, methods)
     kwargs = {"suite": suite, "methods": methods} | (
-        {"dataset": dataset} if kind in ("shift", "fewshot") else {})
+        {"dataset": dataset} if kind in ("shift", "fewshot") else {}) | (
+        {"intervals": intervals} if kind in ("datasets", "params", "shift") else {})
     with matplotlib.rc_context(_RC):
         return KINDS[kind](df, metric, **kwargs)
 
@@ -91,7 +96,7 @@ def build_figure(df: pd.DataFrame, kind: str, *, metric: str = "recall@1",
 def plot_kind(df: pd.DataFrame, kind: str, out: Path, *, metric: str = "recall@1",
               suite: str | None = None, dataset: str | None = None,
               methods: list[str] | None = None, ablations: bool = False,
-              protocol: str | None = None) -> list[Path]:
+              protocol: str | None = None, intervals: pd.DataFrame | None = None) -> list[Path]:
     """Draw ``kind`` from ``df`` and write it to ``out``; returns the written paths.
 
     ``out`` with suffix ``.png`` (300 dpi) or ``.svg`` writes that file; without a suffix both
@@ -103,7 +108,7 @@ def plot_kind(df: pd.DataFrame, kind: str, out: Path, *, metric: str = "recall@1
     out = Path(out)
     targets = check_target(out)
     fig = build_figure(df, kind, metric=metric, suite=suite, dataset=dataset, methods=methods,
-                       ablations=ablations, protocol=protocol)
+                       ablations=ablations, protocol=protocol, intervals=intervals)
     out.parent.mkdir(parents=True, exist_ok=True)
     with matplotlib.rc_context(_RC):
         for path in targets:

@@ -25,7 +25,8 @@ from umlbench.results.plots.style import (
 
 def _draw_lines(ax, stats: pd.DataFrame, xcol: str, styles: dict[str, tuple[str, str]]) -> None:
     """One line per (label, variant): colour and marker by method, dash by variant, with a
-    ± std band where the seeds differ."""
+    band: the interval where ``stats`` has ``low``/``high`` columns, else ± std where the seeds
+    differ."""
     variants = sorted(stats["variant"].unique())
     for (label, variant), s in stats.groupby(["label", "variant"], sort=True):
         s = s.sort_values(xcol)
@@ -33,15 +34,21 @@ def _draw_lines(ax, stats: pd.DataFrame, xcol: str, styles: dict[str, tuple[str,
         ls = _LINESTYLES[variants.index(variant) % len(_LINESTYLES)]
         x, m, sd = s[xcol].to_numpy(float), s["mean"].to_numpy(), s["std"].to_numpy()
         ax.plot(x, m, color=color, marker=marker, ls=ls, label=label + variant)
-        if (sd > 0).any():
+        if "low" in s.columns:  # intervals given: the band is the interval (none where NaN)
+            ax.fill_between(x, s["low"].to_numpy(float), s["high"].to_numpy(float),
+                            color=color, alpha=0.18, lw=0)
+        elif (sd > 0).any():
             ax.fill_between(x, m - sd, m + sd, color=color, alpha=0.18, lw=0)
     ax.grid(True, lw=0.4, color="0.88")
 
 
 def shift_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None = None,
-                 dataset: str | None = None, methods: list[str] | None = None) -> Figure:
-    """Universal ``metric`` against ooDML level, one line per method, mean ± std band over
-    seeds; one panel per dataset when several are shown (FID in each panel's tick labels).
+                 dataset: str | None = None, methods: list[str] | None = None,
+                 intervals: pd.DataFrame | None = None) -> Figure:
+    """Universal ``metric`` against ooDML level, one line per method, mean and a band: the
+    interval from ``intervals`` (columns ``label, dataset, level, low, high`` in percent, see
+    ``results.significance.plot_intervals``) when given, else ± std over seeds; one panel per
+    dataset when several are shown (FID in each panel's tick labels).
 
     Raises:
         UserError: no completed ooDML rows with a level and ``metric``.
@@ -61,6 +68,11 @@ def shift_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | Non
     fig, axes = _panels(len(groups), labels)
     for ax, (name, part) in zip(axes, groups):
         stats = _stats(part, ["label", "variant", "level"])
+        if intervals is not None:
+            iv = intervals[intervals["dataset"].astype(str) == str(part["dataset"].iloc[0])]
+            stats = stats.merge(iv[["label", "level", "low", "high"]].astype(
+                {"level": int, "low": float, "high": float}),
+                                on=["label", "level"], how="left")
         levels = sorted(stats["level"].unique())
         fids = part.groupby("level")["fid"].mean()
         if fids.notna().all():

@@ -28,8 +28,25 @@ from umlbench.results.plots.style import (
 )
 
 
+def _errors(stats: pd.DataFrame, intervals: pd.DataFrame | None) -> pd.DataFrame:
+    """``stats`` (label, scope?, mean, std) with ``lo``/``hi``: the error bar below and above
+    the mean, from ``intervals`` (percent) where given (NaN where a label has none), else the
+    seed std on both sides."""
+    if intervals is None:
+        return stats.assign(lo=stats["std"].fillna(0.0), hi=stats["std"].fillna(0.0))
+    keys = ["label", "scope"] if "scope" in stats.columns else ["label"]
+    iv = intervals if keys == ["label", "scope"] else intervals[
+        intervals["scope"] == "harmonic_mean"]
+    merged = stats.merge(iv[keys + ["low", "high"]].astype({"low": float, "high": float}),
+                         on=keys, how="left")
+    # NaN where a label has no interval: matplotlib draws no bar (nor cap) there.
+    return merged.assign(lo=(merged["mean"] - merged["low"]).clip(lower=0),
+                         hi=(merged["high"] - merged["mean"]).clip(lower=0))
+
+
 def datasets_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None = None,
-                    methods: list[str] | None = None) -> Figure:
+                    methods: list[str] | None = None,
+                    intervals: pd.DataFrame | None = None) -> Figure:
     """Grouped bars: one group per dataset, then universal and harmonic mean; one bar per method,
     methods in order of harmonic mean (best first) with the legend in that order beside the
     axes, and the y-axis fitted to the bars (they need not start at 0).
@@ -44,7 +61,7 @@ def datasets_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | 
     _for(sel, "UML records", metric, suite,
          "run `umlbench run` first or change --metric/--suite/--method")
     _one_suite(sel, suite)
-    stats = _stats(sel, ["label", "scope"])
+    stats = _errors(_stats(sel, ["label", "scope"]), intervals)
     groups = _scope_order(list(stats["scope"].unique()))
     styles = _uml_styles(df, metric, suite, methods)  # the same colours in every UML figure
     rank = stats[stats["scope"] == "harmonic_mean"].set_index("label")["mean"]
@@ -61,13 +78,16 @@ def datasets_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | 
     for i, lab in enumerate(labels):
         s = stats[stats["label"] == lab].set_index("scope").reindex(groups)
         is_rep = lab in reported
-        err = None if is_rep else s["std"].fillna(0.0)
+        err = None if is_rep else np.vstack([s["lo"], s["hi"]])
         ax.bar(x - 0.42 + (i + 0.5) * width, s["mean"], width, label=lab, yerr=err,
                color=styles[lab][0], hatch="////" if is_rep else None,
                edgecolor="white", linewidth=0.25 if not is_rep else 0,
                error_kw={"elinewidth": 0.5, "capsize": 0.8, "capthick": 0.5})
-        lows.append((s["mean"] - (0 if err is None else err)).min())
-        highs.append((s["mean"] + (0 if err is None else err)).max())
+        # A bar without an interval (NaN) still needs room for itself.
+        below = 0 if err is None else np.nan_to_num(err[0])
+        above = 0 if err is None else np.nan_to_num(err[1])
+        lows.append((s["mean"] - below).min())
+        highs.append((s["mean"] + above).max())
     n_data = sum(g not in ("universal", "harmonic_mean") for g in groups)
     if 0 < n_data < len(groups):  # separate the per-dataset bars from the summaries
         ax.axvline(n_data - 0.5, color="0.6", lw=0.6, ls=":")
@@ -101,7 +121,8 @@ def _count(v: float, _pos: object = None) -> str:
 
 
 def params_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None = None,
-                  methods: list[str] | None = None) -> Figure:
+                  methods: list[str] | None = None,
+                  intervals: pd.DataFrame | None = None) -> Figure:
     """Harmonic mean of ``metric`` against trainable parameters (log x), one point per method.
 
     Raises:
@@ -120,7 +141,7 @@ def params_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | No
     lines = (sel[sel["reported"] & ~sel["label"].isin(has_value)
                  & sel["suite"].isin(set(points["suite"]))]
              .groupby("label")["trainable"].first().sort_values())
-    stats = _stats(points, ["label"])
+    stats = _errors(_stats(points, ["label"]), intervals)
     stats["trainable"] = points.groupby("label")["trainable"].median().reindex(
         stats["label"]).to_numpy()
     stats = stats.sort_values("trainable")
@@ -139,7 +160,8 @@ def params_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | No
     for row in stats.itertuples():
         color, marker = styles[row.label]
         rep = row.label in reported
-        ax.errorbar([row.trainable], [row.mean], yerr=None if rep else [row.std], ls="none",
+        ax.errorbar([row.trainable], [row.mean], yerr=None if rep else [[row.lo], [row.hi]],
+                    ls="none",
                     marker=marker, ms=5, color=color, mfc="none" if rep else color, mew=1.0,
                     elinewidth=0.7, capsize=1.5, label=row.label)
     for i, (lab, x) in enumerate(zip(line_labels, lines)):
