@@ -24,7 +24,7 @@ from umlbench.cli import cli
 # required parameter without an entry here fails test_every_required_parameter_has_a_value.
 VALID = {"method": "puma", "methods": "puma", "kind": "datasets", "out_file": "{tmp}/fig.png",
          "embeddings": "{tmp}/missing.npz", "record": "{tmp}/missing.json",
-         "paths_": "{tmp}/empty"}
+         "paths_": "{tmp}/empty", "a": "{tmp}/missing.json", "b": "{tmp}/missing.json"}
 
 
 def _commands() -> dict[str, click.Command]:

@@ -281,6 +281,7 @@ def plot(kind, metric, suite, dataset, methods, ablations, out_file, results_dir
         console.print(f"note: {name} pools runs of different data identities; "
                       "`umlbench leaderboard` shows them apart", markup=False)
     intervals = None
+    notes: list[str] = []  # printed once the figure is drawn (an error comes alone)
     if errors == "ci" and kind in ("datasets", "params", "shift"):
         from umlbench.results.significance import plot_intervals
 
@@ -291,18 +292,19 @@ def plot(kind, metric, suite, dataset, methods, ablations, out_file, results_dir
         what = "bands" if kind == "shift" else "error bars"
         if intervals.empty:  # nothing to draw from: say so and keep the seed std
             intervals = None
-            console.print(f"note: no record has per-query outcomes; {what} are the std over "
-                          "seeds", markup=False)
+            notes.append(f"note: no record has per-query outcomes; {what} are the std over "
+                         "seeds")
         else:
-            console.print(f"note: {what} are {level:.0%} bootstrap intervals over queries "
-                          f"({resamples:,} resamples, seed {seed})", markup=False)
+            notes.append(f"note: {what} are {level:.0%} bootstrap intervals over queries "
+                         f"({resamples:,} resamples, seed {seed})")
             if missing:
-                console.print("note: no per-query outcomes, so no interval, for "
-                              + ", ".join(missing) + "; --errors std draws the seed std",
-                              markup=False)
+                notes.append("note: no per-query outcomes, so no interval, for "
+                             + ", ".join(missing) + "; --errors std draws the seed std")
     written = plot_kind(df, kind, Path(out_file), metric=metric, suite=suite, dataset=dataset,
                         methods=list(methods) or None, ablations=ablations, protocol=protocol,
                         intervals=intervals)
+    for note in notes:
+        console.print(note, markup=False)
     for path in written:
         console.print(f"wrote {path}", markup=False, highlight=False)
 
