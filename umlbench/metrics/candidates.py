@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BUCKET", "MARGIN", "Candidates", "Emit", "Store", "collect_topk", "sharded_search"]
+__all__ = ["BUCKET", "MARGIN", "Candidates", "Emit", "Order", "Store", "collect_topk",
+           "sharded_search"]
 
 MARGIN = 1e-9  # slack between a raised threshold and the values that justify it
 BUCKET = 8192  # queries per group where a backend has no natural grouping
@@ -39,7 +40,9 @@ class Candidates:
     approximation (within ``eps``) reaches ``t[q]`` was listed. pruned: (Q,) bool, True where
     ``t`` was raised above the requested threshold; then at least ``cap[q]`` listed values are
     ``>= t[q] + eps + eps_val + MARGIN``. Listed values are within ``eps_val`` of the exact
-    similarity.
+    similarity. tie_pruned: (Q,) bool, True where listed items were dropped because ``cap[q]``
+    listed items rank above them in exact order (ties and near-ties that no threshold can split):
+    their ranks beyond ``cap`` are gone, also within the query's own dataset.
     """
 
     t: np.ndarray
@@ -47,11 +50,15 @@ class Candidates:
     eps: float
     eps_val: float
     backend: str
+    tie_pruned: np.ndarray | None = None
 
 
 # Called once per group of queries whose candidates are complete: (members (m,) sorted query
 # indices, q (M,) query index, g (M,) gallery position, s (M,) float32 value, candidates).
 Emit = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Candidates], None]
+# Exact rank order of candidates (q (M,), g (M,), s (M,) float32 within ``eps_val``): a
+# permutation that groups them by query and puts each query's in rank order (``ranks.py``).
+Order = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 def budget(cap: np.ndarray) -> np.ndarray:
@@ -64,9 +71,11 @@ class Store:
     over-collects; each group is handed to ``emit`` (and freed) once complete."""
 
     def __init__(self, t: np.ndarray, cap: np.ndarray, eps: float, eps_val: float,
-                 group_of: np.ndarray, emit: Emit, backend: str) -> None:
+                 group_of: np.ndarray, emit: Emit, backend: str,
+                 order: Order | None = None) -> None:
         self.info = Candidates(np.asarray(t, np.float64).copy(), np.zeros(len(t), bool), eps,
-                               eps_val, backend)
+                               eps_val, backend, np.zeros(len(t), bool))
+        self.order = order
         self.t, self.pruned = self.info.t, self.info.pruned
         self.cap = np.maximum(np.asarray(cap, np.int64), 1)
         self.budget = budget(self.cap)
@@ -119,8 +128,15 @@ class Store:
             over = np.bincount(q, minlength=len(self.t)) > self.budget
             if over.any():
                 keep = self._raise(q, s, over)
-                self.chunks[b] = [(q[keep], g[keep], s[keep])]
+                q, g, s = q[keep], g[keep], s[keep]
                 self.version += 1
+                over = np.bincount(q, minlength=len(self.t)) > self.budget
+                if over.any() and self.order is not None:
+                    # Ties or near-ties the threshold cannot split: keep the first cap items
+                    # of each such query in exact order, which outrank every item dropped.
+                    keep = self._by_rank(q, g, s, over)
+                    q, g, s = q[keep], g[keep], s[keep]
+                self.chunks[b] = [(q, g, s)]
             self.size += len(self.chunks[b][0][0])
 
     def _raise(self, q, s, over) -> np.ndarray:
@@ -137,6 +153,18 @@ class Store:
         self.pruned[idx[up]] = True
         # Keep every item whose selecting value may reach the new threshold.
         return s.astype(np.float64) >= self.t[q] - self.eps - self.eps_val
+
+    def _by_rank(self, q, g, s, over) -> np.ndarray:
+        """Mask of the items to keep: all of the queries not ``over``; of the others, the first
+        ``cap`` in exact rank order (``self.order``)."""
+        sel = np.flatnonzero(over[q])
+        perm = sel[self.order(q[sel], g[sel], s[sel])]
+        qs = q[perm]
+        rank = np.arange(len(perm)) - np.searchsorted(qs, qs, "left")
+        keep = ~over[q]
+        keep[perm[rank < self.cap[qs]]] = True
+        self.info.tie_pruned[np.flatnonzero(over)] = True
+        return keep
 
     def take(self, b: int):
         """Group ``b`` is complete: remove its candidates from the store (None if taken)."""

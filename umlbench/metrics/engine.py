@@ -29,7 +29,7 @@ from umlbench.errors import UserError
 from umlbench.metrics import retrieval
 from umlbench.metrics.exact import duplicate_ids, normalise
 from umlbench.metrics.knn import Searcher
-from umlbench.metrics.ranks import relevant_ranks
+from umlbench.metrics.ranks import exact_rank_order, relevant_ranks
 from umlbench.metrics.spec import DEFAULT_METRICS, RETRIEVAL_ONLY, MetricSpec
 from umlbench.metrics.summary import arithmetic_mean, harmonic_mean
 
@@ -179,7 +179,8 @@ def _search(searcher: Searcher, x, p: _Problem, spec: MetricSpec, cap, need_ds, 
                 out[m][members] = v
         covered[members] = rk.covered_ds
 
-    searcher.candidates(p.qrow, p.grow, p.self_pos, t, cap, emit)
+    order = exact_rank_order(x, p.qrow, p.grow, dup, searcher.eps, norm_sq)
+    searcher.candidates(p.qrow, p.grow, p.self_pos, t, cap, emit, order)
     return uni, own, covered
 
 

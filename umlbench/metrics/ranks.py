@@ -24,7 +24,7 @@ from umlbench.metrics.candidates import Candidates
 from umlbench.metrics.exact import (compare_to_value, dot_error_bound, duplicate_ids,
                                     exact_dots_scaled, ref_dots)
 
-__all__ = ["Ranks", "relevant_ranks"]
+__all__ = ["Ranks", "exact_rank_order", "relevant_ranks"]
 
 
 @dataclass
@@ -70,6 +70,10 @@ def relevant_ranks(x: np.ndarray, members: np.ndarray, q: np.ndarray, g: np.ndar
     # ranks exact even where the threshold was raised.
     sure = same & (s >= theta + eps_val)
     covered_ds = ~pruned[members] | (np.bincount(loc[sure], minlength=n) >= need_ds[members])
+    if cand.tie_pruned is not None and gds.min(initial=0) != gds.max(initial=0):
+        # Ties dropped beyond cap may hold items of the query's own dataset that rank within
+        # need_ds there: such queries are searched again within their dataset.
+        covered_ds &= ~cand.tie_pruned[members]
 
     # Which relevant candidates reach theta (exactly, where the values cannot tell).
     ri = np.flatnonzero(rel & (s >= theta - eps_val))
@@ -140,6 +144,26 @@ def relevant_ranks(x: np.ndarray, members: np.ndarray, q: np.ndarray, g: np.ndar
     return Ranks(lr, j, j + above, j + above_ds, covered_ds)
 
 
+def exact_rank_order(x: np.ndarray, qrow: np.ndarray, grow: np.ndarray, dup: np.ndarray,
+                     eps_val: float, norm_sq: float):
+    """``candidates.Order`` for queries ``qrow`` and gallery ``grow`` (rows of ``x``): stored
+    values within ``eps_val`` order items more than ``2 eps_val`` apart; the runs closer than
+    that are ordered exactly (``_exact_order``)."""
+    eps64 = dot_error_bound(x.shape[1], "fp64", norm_sq)
+
+    def order(q: np.ndarray, g: np.ndarray, s: np.ndarray) -> np.ndarray:
+        s = s.astype(np.float64)
+        o = np.lexsort((-s, q))
+        qo, so = q[o], s[o]
+        # float64 subtraction of two floats in [-1.01, 1.01] adds at most one rounding.
+        new = np.r_[True, (qo[1:] != qo[:-1])
+                    | (so[:-1] - so[1:] > 2 * eps_val * (1 + 1e-12) + 2.0**-50)]
+        cl = np.cumsum(new) - 1
+        return o[_exact_order(x, qrow[qo], grow[g[o]], g[o], cl, dup, eps64)]
+
+    return order
+
+
 def _exact_order(x: np.ndarray, qr: np.ndarray, gr: np.ndarray, g: np.ndarray, cl: np.ndarray,
                  dup: np.ndarray, eps64: float) -> np.ndarray:
     """Permutation that puts items (M,) grouped by cluster ``cl`` (non-decreasing; one query per
@@ -155,9 +179,22 @@ def _exact_order(x: np.ndarray, qr: np.ndarray, gr: np.ndarray, g: np.ndarray, c
     run = np.cumsum(first) - 1
     d_first = d[np.flatnonzero(first)][run]
     mixed = (np.bincount(run, weights=d != d_first) > 0)[run]
-    v = np.zeros(m)
-    if mixed.any():
-        v[mixed] = ref_dots(x, qr[mixed], gr[mixed])
+    # Clusters occupy contiguous ranges and only move inside them: each part's order can be
+    # written back onto its own (sorted) positions.
+    out = np.arange(m)
+    tied = np.flatnonzero(~mixed)
+    if len(tied):
+        out[tied] = tied[np.argsort(run[tied] * (int(g.max()) + 1) + g[tied], kind="stable")]
+    at = np.flatnonzero(mixed)
+    if len(at):
+        out[at] = at[_mixed_order(x, qr[at], gr[at], g[at], run[at], d[at], eps64)]
+    return out
+
+
+def _mixed_order(x, qr, gr, g, cl, d, eps64) -> np.ndarray:
+    """``_exact_order`` for clusters of several distinct rows (``d``: their duplicate ids)."""
+    m = len(g)
+    v = ref_dots(x, qr, gr)
     o = np.lexsort((g, -v, cl))
     v_o, cl_o, d_o = v[o], cl[o], d[o]
     new = np.r_[True, (cl_o[1:] != cl_o[:-1]) | (v_o[:-1] - v_o[1:] > 2 * eps64)]

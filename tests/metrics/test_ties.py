@@ -1,0 +1,165 @@
+"""Ties and collapsed embeddings (issue 22): exact values and bounded memory.
+
+The reference ranks rows that are copies of a few prototypes: the exact similarities between
+prototypes (integer arithmetic) decide, then the smaller gallery index, so a few thousand rows
+cost a few prototype pairs instead of millions of exact dot products.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+
+from tests.metrics.reference import brute_force, exact_ints, exact_sims, unit_rows
+from umlbench.metrics import MetricSpec, evaluate
+from umlbench.metrics import candidates as candidates_mod
+
+KS = (1, 2, 4, 8)
+METRICS = ([f"recall@{k}" for k in KS] + ["precision@1", "r_precision", "map@r", "map@1000"])
+SPEC = MetricSpec.from_names(METRICS)
+
+
+def prototype_reference(protos, proto_of, labels, datasets, is_q, is_g, scope=None):
+    """Mean of every retrieval metric over the queries of ``scope`` (a dataset or None) for rows
+    ``protos[proto_of]``; ties between equal similarities go to the smaller gallery index."""
+    ints = exact_ints(unit_rows(protos))
+    exact = np.array([exact_sims(ints, i, range(len(protos))) for i in range(len(protos))],
+                     dtype=object)
+    # Dense rank of each exact value within its row: 0 = most similar.
+    level = np.zeros(exact.shape, np.int64)
+    for i, row in enumerate(exact):
+        values = sorted(set(row.tolist()), reverse=True)
+        where = {v: k for k, v in enumerate(values)}
+        level[i] = [where[v] for v in row]
+    rows = np.arange(len(proto_of)) if scope is None else np.flatnonzero(datasets == scope)
+    gallery = rows[is_g[rows]]
+    out = {m: [] for m in METRICS}
+    for i in rows[is_q[rows]]:
+        cand = gallery[gallery != i]
+        order = np.lexsort((cand, level[proto_of[i], proto_of[cand]]))  # gallery index = row
+        rel = (labels[cand] == labels[i]) & (datasets[cand] == datasets[i])
+        rel = rel[order]
+        r = int(rel.sum())
+        if r == 0:
+            continue
+        hits = np.cumsum(rel)
+        prec = hits / np.arange(1, len(rel) + 1)
+        for k in KS:
+            out[f"recall@{k}"].append(float(rel[:k].any()))
+        out["precision@1"].append(float(rel[0]))
+        out["r_precision"].append(rel[:r].sum() / r)
+        out["map@r"].append(prec[:r][rel[:r]].sum() / r)
+        out["map@1000"].append(prec[:1000][rel[:1000]].sum() / (r + int(is_g[i])))
+    return {m: float(np.mean(v)) for m, v in out.items()}
+
+
+def _check(res, ref_of, datasets):
+    for m in METRICS:
+        assert res.universal[m] == pytest.approx(ref_of(None)[m], rel=1e-12, abs=1e-12), m
+    for d in np.unique(datasets):
+        ref = ref_of(d)
+        for m in METRICS:
+            assert res.per_dataset[d][m] == pytest.approx(ref[m], rel=1e-12, abs=1e-12), (d, m)
+
+
+@pytest.fixture(params=[False, True], ids=["default-store", "tiny-store"])
+def store_limit(request, monkeypatch):
+    """Also run with a store that compacts after a few thousand entries, so that dropping
+    ties beyond cap (``Store._by_rank``) happens at these small sizes."""
+    if request.param:
+        monkeypatch.setattr(candidates_mod, "_BASE_LIMIT", 2048)
+    return request.param
+
+
+def test_identical_rows_rank_by_gallery_index(store_limit):
+    n = 1500
+    rng = np.random.default_rng(0)
+    protos = rng.normal(size=(1, 32))
+    proto_of = np.zeros(n, np.int64)
+    labels = rng.integers(0, 12, n)
+    datasets = np.array(["a", "b"])[rng.integers(0, 2, n)]
+    ones = np.ones(n, bool)
+    res = evaluate(protos[proto_of], labels, datasets, metrics=SPEC)
+    _check(res, lambda d: prototype_reference(protos, proto_of, labels, datasets, ones, ones, d),
+           datasets)
+
+
+def test_mixed_tie_groups_with_separate_queries(store_limit):
+    """Groups of identical rows, prototypes a rounding apart (float64 cannot order them) and
+    prototypes with permuted coordinates (distinct rows, exactly equal similarities)."""
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(12, 24))
+    close = base[:4] * (1 + 2.0**-40)  # the same direction: equal unit rows or 1 ulp apart
+    perm = base[:4][:, ::-1].copy()  # reversed coordinates: equal norms, other directions
+    near = base[4:8] + 1e-7 * rng.normal(size=(4, 24))
+    protos = np.vstack([base, close, perm, near])
+    n = 1200
+    proto_of = rng.integers(0, len(protos), n)
+    labels = rng.integers(0, 6, n)
+    datasets = np.array(["x", "y", "z"])[rng.integers(0, 3, n)]
+    is_q = rng.random(n) < 0.5
+    is_g = ~is_q | (rng.random(n) < 0.3)
+    res = evaluate(protos[proto_of], labels, datasets, is_q, is_g, metrics=SPEC)
+    _check(res, lambda d: prototype_reference(protos, proto_of, labels, datasets, is_q, is_g, d),
+           datasets)
+
+
+@pytest.mark.parametrize("backend", ["torch-fp32", "torch-bf16x3", "faiss-cpu"])
+def test_near_collapsed_rows_match_brute_force_and_pml(backend, store_limit):
+    """``1 + 0.01 N(0, 1)``: every similarity lies within the bf16 error bound of every other."""
+    if backend == "faiss-cpu":
+        pytest.importorskip("faiss")
+    rng = np.random.default_rng(2)
+    n = 300
+    emb = (1 + 0.01 * rng.normal(size=(n, 64))).astype(np.float32)
+    labels = rng.integers(0, 10, n)
+    datasets = np.array(["p", "q"])[rng.integers(0, 2, n)]
+    ones = np.ones(n, bool)
+    res = evaluate(emb, labels, datasets, metrics=SPEC, backend=backend)
+    for scope, got in [(None, res.universal), *res.per_dataset.items()]:
+        ref, _ = brute_force(emb, labels, datasets, ones, ones, ks=KS, scope=scope)
+        for m in METRICS:
+            assert got[m] == pytest.approx(ref[m], rel=1e-12, abs=1e-12), (scope, m)
+    pml = pytest.importorskip("pytorch_metric_learning.utils.accuracy_calculator")
+    calc = pml.AccuracyCalculator(include=("precision_at_1", "r_precision",
+                                           "mean_average_precision_at_r"),
+                                  k="max_bin_count", device=torch.device("cpu"))
+    t = torch.from_numpy(unit_rows(emb))
+    # One class per (dataset, label), as umlbench's universal scope defines it.
+    y = torch.from_numpy(labels * 2 + (datasets == "q"))
+    pml_res = calc.get_accuracy(t, y, t, y, ref_includes_query=True)
+    # PML ranks by float32 products, which cannot order all of these near-ties: it agrees to
+    # within the few pairs that rounding swaps.
+    assert res.universal["precision@1"] == pytest.approx(pml_res["precision_at_1"], abs=0.02)
+    assert res.universal["r_precision"] == pytest.approx(pml_res["r_precision"], abs=0.02)
+    assert res.universal["map@r"] == pytest.approx(pml_res["mean_average_precision_at_r"],
+                                                   abs=0.02)
+
+
+def test_memory_of_identical_rows_stays_bounded():
+    """3,000 identical rows: the pair list of the old resolution grew with the cube of the tie
+    group (1,000 rows took > 6 GB); counting keeps the arrays to a few times the candidates."""
+    n = 3000
+    rng = np.random.default_rng(3)
+    emb = np.ones((n, 16), np.float32)
+    labels = rng.integers(0, 30, n)
+    datasets = np.full(n, "a")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one worker: the peak does not depend on thread timing
+    tracemalloc.start()
+    try:
+        res = evaluate(emb, labels, datasets, metrics=SPEC, per_dataset=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        torch.set_num_threads(threads)
+    assert peak < 400 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    # Everything ties: a query's relevant items sit where their gallery indices put them.
+    ones = np.ones(n, bool)
+    ref = prototype_reference(np.ones((1, 16)), np.zeros(n, np.int64), labels, datasets,
+                              ones, ones)
+    for m in METRICS:
+        assert res.universal[m] == pytest.approx(ref[m], rel=1e-12, abs=1e-12), m
