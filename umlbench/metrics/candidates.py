@@ -125,19 +125,27 @@ class Store:
             if not chunks:
                 continue
             q, g, s = self._part(b)
-            over = np.bincount(q, minlength=len(self.t)) > self.budget
-            if over.any():
-                keep = self._raise(q, s, over)
-                q, g, s = q[keep], g[keep], s[keep]
+            shrunk = self._shrink(q, g, s)
+            if shrunk is not None:
+                self.chunks[b] = [shrunk]
                 self.version += 1
-                over = np.bincount(q, minlength=len(self.t)) > self.budget
-                if over.any() and self.order is not None:
-                    # Ties or near-ties the threshold cannot split: keep the first cap items
-                    # of each such query in exact order, which outrank every item dropped.
-                    keep = self._by_rank(q, g, s, over)
-                    q, g, s = q[keep], g[keep], s[keep]
-                self.chunks[b] = [(q, g, s)]
             self.size += len(self.chunks[b][0][0])
+
+    def _shrink(self, q, g, s):
+        """The candidates of over-budget queries cut down to what ranks within their cap, or
+        None when no query is over budget."""
+        over = np.bincount(q, minlength=len(self.t)) > self.budget
+        if not over.any():
+            return None
+        keep = self._raise(q, s, over)
+        q, g, s = q[keep], g[keep], s[keep]
+        over = np.bincount(q, minlength=len(self.t)) > self.budget
+        if over.any() and self.order is not None:
+            # Ties or near-ties the threshold cannot split: keep the first cap items of each
+            # such query in exact order, which outrank every item dropped.
+            keep = self._by_rank(q, g, s, over)
+            q, g, s = q[keep], g[keep], s[keep]
+        return q, g, s
 
     def _raise(self, q, s, over) -> np.ndarray:
         """Raise the thresholds of the over-budget queries to what their cap-th best value
@@ -179,6 +187,13 @@ class Store:
         """Pass a taken group to ``emit`` (may run outside the lock that guards ``add``)."""
         if part is not None:
             q, g, s = part
+            # A complete group may have collected far past its caps since the last compaction
+            # (ties arrive until the end): cut it down before ranking. Only this group's
+            # queries change, and no pass reads their thresholds any more.
+            shrunk = self._shrink(q, g, s) if len(q) > BUDGET_SLACK * len(self.members[b]) \
+                else None
+            if shrunk is not None:
+                q, g, s = shrunk
             self.emit(self.members[b], q.astype(np.int64), g.astype(np.int64), s, self.info)
 
     def finish(self) -> Candidates:
