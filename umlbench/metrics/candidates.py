@@ -30,6 +30,7 @@ MARGIN = 1e-9  # slack between a raised threshold and the values that justify it
 BUCKET = 8192  # queries per group where a backend has no natural grouping
 _BASE_LIMIT = 1 << 22  # stored entries before the first check for over-budget queries
 BUDGET_SLACK = 64  # a query may hold 2 * cap + BUDGET_SLACK candidates before pruning
+_ORDER_CHUNK = 1 << 19  # candidates put in exact order at once when dropping ties
 
 
 @dataclass
@@ -166,11 +167,18 @@ class Store:
         """Mask of the items to keep: all of the queries not ``over``; of the others, the first
         ``cap`` in exact rank order (``self.order``)."""
         sel = np.flatnonzero(over[q])
-        perm = sel[self.order(q[sel], g[sel], s[sel])]
-        qs = q[perm]
-        rank = np.arange(len(perm)) - np.searchsorted(qs, qs, "left")
+        sel = sel[np.argsort(q[sel], kind="stable")]
         keep = ~over[q]
-        keep[perm[rank < self.cap[qs]]] = True
+        # Ordered a slice of whole queries at a time: the exact order's temporaries stay near
+        # _ORDER_CHUNK entries whatever the group holds.
+        qsel = q[sel]
+        cuts = np.searchsorted(qsel, qsel[::_ORDER_CHUNK], "left").tolist() + [len(sel)]
+        for a, e in itertools.pairwise(sorted(set(cuts))):
+            part = sel[a:e]
+            perm = part[self.order(q[part], g[part], s[part])]
+            qs = q[perm]
+            rank = np.arange(len(perm)) - np.searchsorted(qs, qs, "left")
+            keep[perm[rank < self.cap[qs]]] = True
         self.info.tie_pruned[np.flatnonzero(over)] = True
         return keep
 
