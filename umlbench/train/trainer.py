@@ -205,7 +205,7 @@ class Trainer:
         (``train.select=val``) or the test rows (``train.select=universal``, as the reference).
         """
         self._select_rows = select_rows
-        cfg, t = self.cfg, self.cfg.train
+        t = self.cfg.train
         model.to(self.device)
         criterion.to(self.device)
         groups = dict(method.param_groups(model))
