@@ -186,3 +186,30 @@ def test_memory_of_identical_rows_stays_bounded():
                               ones, ones)
     for m in METRICS:
         assert res.universal[m] == pytest.approx(ref[m], rel=1e-12, abs=1e-12), m
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16x3"])
+def test_kmeans_on_tie_groups_equals_the_exact_reference(mode):
+    """Copies of a few prototypes: every point contends with every copy of a centroid."""
+    from tests.metrics.reference import kmeans_bruteforce
+    from umlbench.metrics.kmeans import kmeans
+
+    rng = np.random.default_rng(4)
+    protos = rng.normal(size=(4, 6))
+    protos[3] = protos[2] * (1 + 2.0**-40)  # a rounding apart from another prototype
+    x = unit_rows(protos[rng.choice(4, 120, p=[0.6, 0.2, 0.1, 0.1])])
+    assert np.array_equal(kmeans(x, 7, seed=5, niter=4, mode=mode),
+                          kmeans_bruteforce(x, 7, seed=5, niter=4))
+
+
+def test_identical_rows_form_one_cluster():
+    """All centroids start on the same point: the smaller index takes every point."""
+    from tests.metrics.reference import pairwise_f1_bruteforce
+
+    n = 400
+    labels = np.random.default_rng(5).integers(0, 8, n)
+    res = evaluate(np.ones((n, 12)), labels, np.full(n, "a"), metrics=MetricSpec(
+        recall_ks=(1,), nmi=True, f1=True), per_dataset=False)
+    assert res.universal["nmi"] == 0.0
+    assert res.universal["f1"] == pytest.approx(pairwise_f1_bruteforce(labels, np.zeros(n)),
+                                                rel=1e-12)
