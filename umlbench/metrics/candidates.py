@@ -132,14 +132,18 @@ class Store:
                 self.version += 1
             self.size += len(self.chunks[b][0][0])
 
-    def _shrink(self, q, g, s):
+    def _shrink(self, q, g, s, complete: bool = False):
         """The candidates of over-budget queries cut down to what ranks within their cap, or
-        None when no query is over budget."""
+        None when no query is over budget. ``complete``: no more candidates will arrive."""
         over = np.bincount(q, minlength=len(self.t)) > self.budget
         if not over.any():
             return None
-        keep = self._raise(q, s, over)
-        q, g, s = q[keep], g[keep], s[keep]
+        vals = s[over[q]].astype(np.float64)
+        if complete and vals.max() - vals.min() <= self.eps + self.eps_val + MARGIN:
+            pass  # one tie (thresholds no longer matter): raising could not drop anything
+        else:
+            keep = self._raise(q, s, over)
+            q, g, s = q[keep], g[keep], s[keep]
         over = np.bincount(q, minlength=len(self.t)) > self.budget
         if over.any() and self.order is not None:
             # Ties or near-ties the threshold cannot split: keep the first cap items of each
@@ -198,8 +202,8 @@ class Store:
             # A complete group may have collected far past its caps since the last compaction
             # (ties arrive until the end): cut it down before ranking. Only this group's
             # queries change, and no pass reads their thresholds any more.
-            shrunk = self._shrink(q, g, s) if len(q) > BUDGET_SLACK * len(self.members[b]) \
-                else None
+            shrunk = self._shrink(q, g, s, complete=True) \
+                if len(q) > BUDGET_SLACK * len(self.members[b]) else None
             if shrunk is not None:
                 q, g, s = shrunk
             self.emit(self.members[b], q.astype(np.int64), g.astype(np.int64), s, self.info)
