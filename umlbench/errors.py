@@ -6,7 +6,7 @@ file). The CLI prints its message on one line and exits with status 2; it never 
 
 from __future__ import annotations
 
-__all__ = ["UserError", "DataError"]
+__all__ = ["UserError", "DataError", "EvaluationFailed"]
 
 
 class UserError(Exception):
@@ -21,3 +21,12 @@ class UserError(Exception):
 
 class DataError(UserError):
     """A dataset file is missing, corrupt or not what the official release contains."""
+
+
+class EvaluationFailed(UserError):
+    """An evaluation raised (out of memory, a driver error, anything) after the epoch's
+    checkpoint was written; the message says where it is and the command that resumes.
+
+    Not the user's mistake, but the same one-line report: exit status 1, not 2."""
+
+    exit_code = 1

@@ -7,6 +7,8 @@ import importlib
 import inspect
 import json
 import re
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -31,7 +33,8 @@ from umlbench.train.losses import check_loss_args
 from umlbench.train.trainer import Trainer, TrainingFailed, resolve_device, seed_everything
 
 __all__ = ["build_config", "run", "method_class", "load_protocol", "run_prefix",
-           "remove_checkpoints", "run_identity", "protocol_data_identity", "per_query_outcomes"]
+           "remove_checkpoints", "resume_command", "run_identity", "protocol_data_identity",
+           "per_query_outcomes"]
 
 
 def method_class(name: str) -> type[Method]:
@@ -170,12 +173,15 @@ def run(
     console: Console | None = None,
     data: ProtocolData | None = None,
     keep_checkpoints: bool = False,
+    resume_cmd: str | None = None,
 ) -> list[tuple[RunRecord, Path | None]]:
     """Train and evaluate one configuration; write and return its records (one per outcome;
     paths are None on non-main processes).
 
     Checkpoints live in ``<work dir>/<run prefix>-<config hash>/`` while the run can still be
-    resumed; once its records are written they are deleted unless ``keep_checkpoints``."""
+    resumed; once its records are written they are deleted unless ``keep_checkpoints``.
+    An evaluation that raises is reported as :class:`EvaluationFailed`, naming the saved
+    checkpoint and ``resume_cmd`` (default: :func:`resume_command`)."""
     console = console or Console(stderr=True)
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -199,14 +205,20 @@ def run(
     display = method.display_name()
     prefix = run_prefix(display, cfg, data.info)
     work = (work_dir or paths.default_work_dir(cfg.data_root)) / f"{prefix}-{config_hash(cfg)}"
-    trainer = Trainer(cfg, device, work, dist, console, resume=resume)
+    trainer = Trainer(cfg, device, work, dist, console, resume=resume,
+                      resume_command=resume_cmd or resume_command(cfg, work_dir))
     status, error = "completed", None
     outcomes = [{"protocol": dict(data.info), "metrics": {"per_dataset": {}, "universal": {},
                                                          "summary": {}}, "harmonic": None}]
     try:
         model = method.train(model, criterion, data, trainer) if cls.trains else model
         if dist.is_main:
-            outcomes = evaluate_protocol(method, model, data, trainer, root)
+            try:
+                outcomes = evaluate_protocol(method, model, data, trainer, root)
+            except UserError:
+                raise
+            except Exception as exc:  # the trained model is in last.pt: say how to resume
+                raise trainer.evaluation_failed(exc, "the final evaluation") from exc
     except TrainingFailed as exc:
         status, error = "failed", str(exc)
     except KeyboardInterrupt:
@@ -254,6 +266,27 @@ def run(
     if status == "interrupted":
         raise KeyboardInterrupt(error)
     return written
+
+
+def resume_command(cfg: RunConfig, work_dir: Path | None = None) -> str:
+    """The command that continues this run from its checkpoint.
+
+    From the command line: the same ``umlbench run`` arguments plus ``--resume`` (one level in
+    place of ``--level all``); a sweep resumes by itself, so it is the same sweep command. From
+    Python: the ``run`` call with ``resume=True``."""
+    argv = list(sys.argv[1:])
+    if argv[:1] == ["sweep"]:
+        return shlex.join(["umlbench", *argv])
+    if argv[:1] == ["run"]:
+        level = cfg.protocol.level
+        for i, a in enumerate(argv):
+            if level is not None and a == "--level" and argv[i + 1:i + 2] == ["all"]:
+                argv[i + 1] = str(level)
+            elif level is not None and a == "--level=all":
+                argv[i] = f"--level={level}"
+        return shlex.join(["umlbench", *argv, *([] if "--resume" in argv else ["--resume"])])
+    where = f", work_dir=Path({str(work_dir)!r})" if work_dir else ""
+    return f"umlbench.runner.run(cfg, resume=True{where})"
 
 
 def remove_checkpoints(work: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import FAST
+from umlbench.errors import EvaluationFailed
 from umlbench.runner import build_config, run
 from umlbench.train.trainer import Trainer, TrainingFailed
 
@@ -110,3 +112,75 @@ def test_two_process_ddp_matches_one_process(env_root):
         [h["loss"] for h in one["history"]], rel=1e-4)
     assert two["metrics"]["universal"]["recall@1"] == pytest.approx(
         one["metrics"]["universal"]["recall@1"], abs=1e-3)
+
+
+def _failing_evaluation(monkeypatch, fail_at: set[int], exc: BaseException):
+    """Make the engine raise ``exc`` on the evaluations numbered in ``fail_at`` (1-based)."""
+    import umlbench.train.trainer as trainer_mod
+
+    real = trainer_mod.evaluate
+    calls = [0]
+
+    def evaluate(*a, **kw):
+        calls[0] += 1
+        if calls[0] in fail_at:
+            raise exc
+        return real(*a, **kw)
+
+    monkeypatch.setattr(trainer_mod, "evaluate", evaluate)
+    return calls
+
+
+def test_a_failing_evaluation_keeps_the_epoch_and_names_the_resume_command(env_root, monkeypatch):
+    """The checkpoint of the epoch is on disk before its evaluation; the error is one line with
+    the command that resumes; that command finishes the run with the uninterrupted run's values."""
+    from click.testing import CliRunner
+
+    from umlbench.cli import cli
+
+    args = ["run", "--method", "linear",
+            *_sets(FAST + ["train.epochs=2", "train.max_steps_per_epoch=2"])]
+    ref = CliRunner().invoke(cli, args + ["--results-dir", str(env_root / "ra"),
+                                          "--work-dir", str(env_root / "wa")])
+    assert ref.exit_code == 0, ref.output
+    args += ["--results-dir", str(env_root / "rb"), "--work-dir", str(env_root / "wb")]
+    with monkeypatch.context() as m:
+        m.setattr(sys, "argv", ["umlbench", *args])
+        calls = _failing_evaluation(m, {1}, MemoryError("Unable to allocate 95.3 GiB"))
+        res = CliRunner().invoke(cli, args)
+    assert calls[0] == 1 and res.exit_code == 1
+    lines = res.output.strip().splitlines()  # the run's progress, then one line of error
+    line = lines[-1]
+    assert "Traceback" not in res.output and sum(x.startswith("error") for x in lines) == 1
+    assert line.startswith("error: evaluation after epoch 1 failed (MemoryError: Unable to "
+                           "allocate 95.3 GiB); the checkpoint of epoch 1 is saved in ")
+    [ck] = (env_root / "wb").glob("*/last.pt")
+    assert str(ck) in line
+    state = torch.load(ck, weights_only=False)["state"]
+    assert state["epoch"] == 1 and state["eval_pending"]
+    assert not list((env_root / "rb").rglob("*.json"))  # no record of a half-done run
+    command = line.split("resume with: ", 1)[1]
+    assert command == shlex.join(["umlbench", *args, "--resume"])
+    done = CliRunner().invoke(cli, shlex.split(command)[1:])
+    assert done.exit_code == 0, done.output
+    a = json.loads(next((env_root / "ra").rglob("*.json")).read_text())
+    b = json.loads(next((env_root / "rb").rglob("*.json")).read_text())
+    assert a["metrics"] == b["metrics"]
+    # The resumed run evaluated epoch 1 before going on: the same history, selection included.
+    drop = ("seconds", "images_per_s")
+    assert [{k: v for k, v in h.items() if k not in drop} for h in a["history"]] == \
+        [{k: v for k, v in h.items() if k not in drop} for h in b["history"]]
+
+
+def test_a_failing_final_evaluation_keeps_the_trained_model(env_root, monkeypatch):
+    cfg = build_config("linear", "mini", overrides=FAST + ["train.select=last"])
+    with monkeypatch.context() as m, pytest.raises(EvaluationFailed) as err:
+        _failing_evaluation(m, {1}, RuntimeError("CUDA error: out of memory\nmore"))
+        run(cfg, results_dir=env_root / "r", work_dir=env_root / "w", resume_cmd="RESUME")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("the final evaluation failed (RuntimeError: CUDA "
+                                              "error: out of memory more); the checkpoint of "
+                                              "epoch 1 is saved in ")
+    assert msg.endswith("; resume with: RESUME")
+    [(rec, _)] = run(cfg, results_dir=env_root / "r", work_dir=env_root / "w", resume=True)
+    assert rec.status == "completed" and len(rec.history) == 1  # not trained again

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from umlbench.metrics.candidates import Candidates, Emit, Store
+from umlbench.metrics.candidates import Candidates, Emit, Order, Store
 from umlbench.metrics.exact import dot_error_bound
 
 __all__ = ["collect_blocks", "cpu_has_bf16", "intra_op_threads", "matmul_precision", "operand",
@@ -103,6 +103,7 @@ def collect_blocks(
     t: np.ndarray, cap: np.ndarray, mode: str, norm_sq: float, emit: Emit, *,
     block: tuple[int, int] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    order: Order | None = None,
 ) -> Candidates:
     """Every gallery item selected at threshold ``t`` per query, handed to ``emit`` one block of
     queries at a time as soon as that block is complete (see ``candidates.Store``).
@@ -114,6 +115,8 @@ def collect_blocks(
         self_pos: (Q,) gallery position of each query, -1 when it is not in the gallery.
         t, cap: (Q,) thresholds (+inf: skip the query) and the neighbours each query needs.
         block: (query rows, gallery columns) per matmul.
+        order: exact rank order of candidates, which lets the store drop ties beyond ``cap``
+            (``candidates.Store``); without it tied candidates are all kept.
     """
     bq, bg = block or DEFAULT_BLOCK
     dev = x.device
@@ -131,7 +134,7 @@ def collect_blocks(
     group_of[zq] = np.arange(len(zq)) // bq
     n_z = -(-len(zq) // bq)
     group_of[qo] = n_z + np.arange(len(qo)) // bq
-    store = Store(t, cap, eps, eps, group_of, emit, f"torch-{mode}")
+    store = Store(t, cap, eps, eps, group_of, emit, f"torch-{mode}", order)
     active = store.t < np.inf
     xz, xgo, xqo = view(x, qrow[zq]), view(x, grow[go]), view(x, qrow[qo])
     zq_t, qo_t = torch.from_numpy(zq).to(dev), torch.from_numpy(qo).to(dev)

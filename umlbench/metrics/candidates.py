@@ -23,12 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BUCKET", "MARGIN", "Candidates", "Emit", "Store", "collect_topk", "sharded_search"]
+__all__ = ["BUCKET", "MARGIN", "Candidates", "Emit", "Order", "Store", "collect_topk",
+           "sharded_search"]
 
 MARGIN = 1e-9  # slack between a raised threshold and the values that justify it
 BUCKET = 8192  # queries per group where a backend has no natural grouping
 _BASE_LIMIT = 1 << 22  # stored entries before the first check for over-budget queries
 BUDGET_SLACK = 64  # a query may hold 2 * cap + BUDGET_SLACK candidates before pruning
+_ORDER_CHUNK = 1 << 19  # candidates put in exact order at once when dropping ties
 
 
 @dataclass
@@ -39,7 +41,9 @@ class Candidates:
     approximation (within ``eps``) reaches ``t[q]`` was listed. pruned: (Q,) bool, True where
     ``t`` was raised above the requested threshold; then at least ``cap[q]`` listed values are
     ``>= t[q] + eps + eps_val + MARGIN``. Listed values are within ``eps_val`` of the exact
-    similarity.
+    similarity. tie_pruned: (Q,) bool, True where listed items were dropped because ``cap[q]``
+    listed items rank above them in exact order (ties and near-ties that no threshold can split):
+    their ranks beyond ``cap`` are gone, also within the query's own dataset.
     """
 
     t: np.ndarray
@@ -47,11 +51,15 @@ class Candidates:
     eps: float
     eps_val: float
     backend: str
+    tie_pruned: np.ndarray | None = None
 
 
 # Called once per group of queries whose candidates are complete: (members (m,) sorted query
 # indices, q (M,) query index, g (M,) gallery position, s (M,) float32 value, candidates).
 Emit = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Candidates], None]
+# Exact rank order of candidates (q (M,), g (M,), s (M,) float32 within ``eps_val``): a
+# permutation that groups them by query and puts each query's in rank order (``ranks.py``).
+Order = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 def budget(cap: np.ndarray) -> np.ndarray:
@@ -64,9 +72,11 @@ class Store:
     over-collects; each group is handed to ``emit`` (and freed) once complete."""
 
     def __init__(self, t: np.ndarray, cap: np.ndarray, eps: float, eps_val: float,
-                 group_of: np.ndarray, emit: Emit, backend: str) -> None:
+                 group_of: np.ndarray, emit: Emit, backend: str,
+                 order: Order | None = None) -> None:
         self.info = Candidates(np.asarray(t, np.float64).copy(), np.zeros(len(t), bool), eps,
-                               eps_val, backend)
+                               eps_val, backend, np.zeros(len(t), bool))
+        self.order = order
         self.t, self.pruned = self.info.t, self.info.pruned
         self.cap = np.maximum(np.asarray(cap, np.int64), 1)
         self.budget = budget(self.cap)
@@ -116,12 +126,31 @@ class Store:
             if not chunks:
                 continue
             q, g, s = self._part(b)
-            over = np.bincount(q, minlength=len(self.t)) > self.budget
-            if over.any():
-                keep = self._raise(q, s, over)
-                self.chunks[b] = [(q[keep], g[keep], s[keep])]
+            shrunk = self._shrink(q, g, s)
+            if shrunk is not None:
+                self.chunks[b] = [shrunk]
                 self.version += 1
             self.size += len(self.chunks[b][0][0])
+
+    def _shrink(self, q, g, s, complete: bool = False):
+        """The candidates of over-budget queries cut down to what ranks within their cap, or
+        None when no query is over budget. ``complete``: no more candidates will arrive."""
+        over = np.bincount(q, minlength=len(self.t)) > self.budget
+        if not over.any():
+            return None
+        vals = s[over[q]].astype(np.float64)
+        if complete and vals.max() - vals.min() <= self.eps + self.eps_val + MARGIN:
+            pass  # one tie (thresholds no longer matter): raising could not drop anything
+        else:
+            keep = self._raise(q, s, over)
+            q, g, s = q[keep], g[keep], s[keep]
+        over = np.bincount(q, minlength=len(self.t)) > self.budget
+        if over.any() and self.order is not None:
+            # Ties or near-ties the threshold cannot split: keep the first cap items of each
+            # such query in exact order, which outrank every item dropped.
+            keep = self._by_rank(q, g, s, over)
+            q, g, s = q[keep], g[keep], s[keep]
+        return q, g, s
 
     def _raise(self, q, s, over) -> np.ndarray:
         """Raise the thresholds of the over-budget queries to what their cap-th best value
@@ -138,6 +167,25 @@ class Store:
         # Keep every item whose selecting value may reach the new threshold.
         return s.astype(np.float64) >= self.t[q] - self.eps - self.eps_val
 
+    def _by_rank(self, q, g, s, over) -> np.ndarray:
+        """Mask of the items to keep: all of the queries not ``over``; of the others, the first
+        ``cap`` in exact rank order (``self.order``)."""
+        sel = np.flatnonzero(over[q])
+        sel = sel[np.argsort(q[sel], kind="stable")]
+        keep = ~over[q]
+        # Ordered a slice of whole queries at a time: the exact order's temporaries stay near
+        # _ORDER_CHUNK entries whatever the group holds.
+        qsel = q[sel]
+        cuts = np.searchsorted(qsel, qsel[::_ORDER_CHUNK], "left").tolist() + [len(sel)]
+        for a, e in itertools.pairwise(sorted(set(cuts))):
+            part = sel[a:e]
+            perm = part[self.order(q[part], g[part], s[part])]
+            qs = q[perm]
+            rank = np.arange(len(perm)) - np.searchsorted(qs, qs, "left")
+            keep[perm[rank < self.cap[qs]]] = True
+        self.info.tie_pruned[np.flatnonzero(over)] = True
+        return keep
+
     def take(self, b: int):
         """Group ``b`` is complete: remove its candidates from the store (None if taken)."""
         if self.chunks[b] is None:
@@ -151,6 +199,13 @@ class Store:
         """Pass a taken group to ``emit`` (may run outside the lock that guards ``add``)."""
         if part is not None:
             q, g, s = part
+            # A complete group may have collected far past its caps since the last compaction
+            # (ties arrive until the end): cut it down before ranking. Only this group's
+            # queries change, and no pass reads their thresholds any more.
+            shrunk = self._shrink(q, g, s, complete=True) \
+                if len(q) > BUDGET_SLACK * len(self.members[b]) else None
+            if shrunk is not None:
+                q, g, s = shrunk
             self.emit(self.members[b], q.astype(np.int64), g.astype(np.int64), s, self.info)
 
     def finish(self) -> Candidates:

@@ -29,9 +29,9 @@ import numpy as np
 
 from umlbench.errors import UserError
 from umlbench.metrics import retrieval
-from umlbench.metrics.exact import normalise
+from umlbench.metrics.exact import duplicate_ids, normalise
 from umlbench.metrics.knn import Searcher
-from umlbench.metrics.ranks import relevant_ranks
+from umlbench.metrics.ranks import exact_rank_order, relevant_ranks
 from umlbench.metrics.spec import DEFAULT_METRICS, RETRIEVAL_ONLY, MetricSpec
 from umlbench.metrics.summary import arithmetic_mean, harmonic_mean
 
@@ -199,7 +199,7 @@ class _Problem:
         return r, np.maximum(r + inside, 1)
 
 
-def _search(searcher: Searcher, x, p: _Problem, spec: MetricSpec, cap, need_ds, norm_sq):
+def _search(searcher: Searcher, x, p: _Problem, spec: MetricSpec, cap, need_ds, norm_sq, dup):
     """Per-query scores of every query of ``p``: (whole gallery, own dataset, covered_ds)."""
     r, freq = p.relevant_counts()
     use_max = not (spec.needs_r or spec.map_at_1000)  # only the first relevant item matters
@@ -212,14 +212,15 @@ def _search(searcher: Searcher, x, p: _Problem, spec: MetricSpec, cap, need_ds, 
 
     def emit(members, q, g, s, cand):  # one complete group of queries at a time
         rk = relevant_ranks(x, members, q, g, s, cand, p.qrow, p.grow, p.qcls, p.gcls, p.qds,
-                            p.gds, need_ds, norm_sq)
+                            p.gds, need_ds, norm_sq, dup)
         for out, pos in ((uni, rk.pos), (own, rk.pos_ds)):
             got = _scores(rk.owner, pos, rk.j, r[members], freq[members], len(members), spec)
             for m, v in got.items():
                 out[m][members] = v
         covered[members] = rk.covered_ds
 
-    searcher.candidates(p.qrow, p.grow, p.self_pos, t, cap, emit)
+    order = exact_rank_order(x, p.qrow, p.grow, dup, searcher.eps, norm_sq)
+    searcher.candidates(p.qrow, p.grow, p.self_pos, t, cap, emit, order)
     return uni, own, covered
 
 
@@ -298,6 +299,7 @@ def evaluate(
     searcher = Searcher(x, device, backend, block=block, norm_sq=norm_sq, progress=progress)
 
     names = metrics.retrieval_names
+    dup = duplicate_ids(x) if names else None  # bit-identical rows: ties without arithmetic
     # Per-query scores cover every K of any scope; each scope averages only its own metrics.
     scored = replace(metrics, recall_ks=metrics.all_recall_ks, dataset_recall_ks=())
     qrows = np.flatnonzero(isq)
@@ -317,7 +319,7 @@ def evaluate(
         todo = np.ones(len(qrows), bool)
         if universal:
             uni, own, covered = _search(searcher, x, prob, scored, np.maximum(need, need_ds),
-                                        need_ds, norm_sq)
+                                        need_ds, norm_sq, dup)
             if per_dataset:
                 per, todo = own, ~covered
         if per_dataset:
@@ -325,7 +327,7 @@ def evaluate(
                 qi = np.flatnonzero(todo & (prob.qds == d))
                 sub = _Problem.build(qrows[qi], grows[prob.gds == d], cls, ds_code)
                 got, _, _ = _search(searcher, x, sub, scored, need_ds[qi], need_ds[qi],
-                                    norm_sq)
+                                    norm_sq, dup)
                 for m in scored.retrieval_names:
                     per[m][qi] = got[m]
 

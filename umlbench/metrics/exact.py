@@ -31,7 +31,9 @@ __all__ = [
     "compare_pairs",
     "compare_to_value",
     "dot_error_bound",
+    "duplicate_ids",
     "exact_dot",
+    "exact_dots_scaled",
     "normalise",
     "ref_dots",
 ]
@@ -171,6 +173,40 @@ def exact_dot(x: np.ndarray, i: int, j: int) -> Fraction:
     """The exact real dot product of float32 rows i and j of ``x``."""
     total = sum(p * q for p, q in zip(_int_row(x[i]), _int_row(x[j])))
     return Fraction(total, 1 << (2 * _SCALE))
+
+
+def duplicate_ids(x: np.ndarray, chunk: int = 1 << 15) -> np.ndarray:
+    """(N,) int64 id per row of ``x`` (N, D) float32: rows with equal ids are bit-identical, so
+    their similarities to any query are exactly equal (ties by the gallery index rule).
+
+    Rows are hashed in O(N D) (their bits times random odd 64-bit weights, wrapping) and every row
+    is checked against its group's first row; should two distinct rows ever share a hash, the ids
+    come from an exact sort instead. Bit-distinct rows with equal values (0.0 and -0.0) get
+    distinct ids; the rank resolution then compares them exactly, which is still correct."""
+    n = len(x)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    bits = np.ascontiguousarray(x).view(np.uint32)
+    weights = np.random.default_rng(0x5EED).integers(1, 2**63, x.shape[1], np.uint64) | 1
+    h = np.empty(n, np.uint64)
+    with np.errstate(over="ignore"):
+        for s in range(0, n, chunk):
+            h[s:s + chunk] = (bits[s:s + chunk].astype(np.uint64) * weights).sum(1)
+    _, first, ids = np.unique(h, return_index=True, return_inverse=True)
+    ids = ids.reshape(-1).astype(np.int64)
+    rep = first[ids]
+    same = all(np.array_equal(bits[s:s + chunk], bits[rep[s:s + chunk]])
+               for s in range(0, n, chunk))
+    if not same:  # a hash collision: fall back to sorting the rows themselves
+        ids = np.unique(bits, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return ids
+
+
+def exact_dots_scaled(x: np.ndarray, q: np.ndarray, a: np.ndarray) -> list[int]:
+    """Exact dot products of rows ``q[i]`` and ``a[i]`` of ``x``, as integers scaled by 2**298
+    (equal integers mean equal similarities)."""
+    return [sum(u * v for u, v in zip(_int_row(x[i]), _int_row(x[j])))
+            for i, j in zip(q.tolist(), a.tolist())]
 
 
 def compare_pairs(x: np.ndarray, q: np.ndarray, a: np.ndarray, b: np.ndarray,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from umlbench.metrics import blockpass
-from umlbench.metrics.exact import U32, dot_error_bound, exact_dot
+from umlbench.metrics.exact import U32, dot_error_bound, duplicate_ids, exact_dot
 
 __all__ = ["assign", "kmeans"]
 
@@ -143,9 +143,25 @@ def assign(x: np.ndarray, xt: torch.Tensor, cent: np.ndarray, prev: np.ndarray |
     out = np.empty(n, np.int64)
     one = close & (n_close[pts] == 1)
     out[pts[one]] = cs[one]
-    for p in np.flatnonzero(n_close > 1):
-        idx = np.flatnonzero(close & (pts == p))
-        out[p] = _argmax_exact(x, cent, rows[p], cs[idx])
+    multi = close & (n_close[pts] > 1)
+    if multi.any():
+        mp, mc = pts[multi], cs[multi]  # sorted by point, then centroid
+        cuts = np.flatnonzero(np.r_[True, mp[1:] != mp[:-1]])
+        # Bit-identical points score identically and bit-identical centroids tie (the smaller
+        # index wins): collapsed inputs, where every point contends for every centroid, then
+        # cost one exact decision per distinct (point row, centroid rows) instead of one each.
+        pid = duplicate_ids(x[rows[mp[cuts]]])
+        cid = duplicate_ids(cent)
+        memo: dict[tuple, int] = {}
+        for i, (a, e) in enumerate(zip(cuts.tolist(), np.r_[cuts[1:], len(mp)].tolist())):
+            cands = mc[a:e]
+            _, first = np.unique(cid[cands], return_index=True)
+            distinct = cands[np.sort(first)]  # the smallest index of each distinct centroid
+            key = (int(pid[i]), distinct.tobytes())
+            if key not in memo:
+                memo[key] = (int(distinct[0]) if len(distinct) == 1 else
+                             _argmax_exact(x, cent, rows[mp[a]], distinct))
+            out[mp[a]] = memo[key]
     # Margin: exact winner's score (from below) minus the best other approximation (from above).
     best_np, second_np = best.double().cpu().numpy(), second.double().cpu().numpy()
     other = np.where(arg.cpu().numpy() == out, second_np, best_np)

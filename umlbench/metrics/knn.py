@@ -23,7 +23,8 @@ import torch
 
 from umlbench.errors import UserError
 from umlbench.metrics import blockpass
-from umlbench.metrics.candidates import MARGIN, Candidates, Emit, collect_topk, sharded_search
+from umlbench.metrics.candidates import (MARGIN, Candidates, Emit, Order, collect_topk,
+                                         sharded_search)
 from umlbench.metrics.exact import compare_pairs, dot_error_bound, ref_dots
 from umlbench.metrics.ownclass import own_class_best
 
@@ -85,13 +86,14 @@ class Searcher:
         return np.where(np.isnan(v), np.inf, v - err - self.eps - MARGIN)
 
     def candidates(self, qrow: np.ndarray, grow: np.ndarray, self_pos: np.ndarray,
-                   t: np.ndarray, cap: np.ndarray, emit: Emit) -> Candidates:
+                   t: np.ndarray, cap: np.ndarray, emit: Emit,
+                   order: Order | None = None) -> Candidates:
         """Every gallery item selected at threshold ``t`` per query, handed to ``emit`` group
-        by group (``candidates.Store``)."""
+        by group (``candidates.Store``; ``order`` lets the torch pass drop ties beyond cap)."""
         if self.kind.startswith("torch"):
             return blockpass.collect_blocks(self.xt, qrow, grow, self_pos, t, cap, self.mode,
                                             self.norm_sq, emit, block=self.block,
-                                            progress=self.progress)
+                                            progress=self.progress, order=order)
         gallery = np.ascontiguousarray(self.x[grow])
         search = sharded_search(self._shard_fn(gallery), len(gallery), K_LIMIT[self.kind] or
                                 len(gallery))

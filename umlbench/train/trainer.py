@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from umlbench.config import RunConfig, evaluation_epochs
 from umlbench.data.loading import ImageTable, TransformConfig, build_transform, collate, eval_loader
 from umlbench.data.samplers import make_sampler
-from umlbench.errors import UserError
+from umlbench.errors import EvaluationFailed, UserError
 from umlbench.metrics import EvalResult, MetricSpec, evaluate
 from umlbench.train.distributed import DistInfo, barrier, gather, gather_with_grad
 from umlbench.train.precision import optimizer_step, resolve_precision
@@ -66,6 +66,9 @@ class FitState:
     history: list[dict] = field(default_factory=list)
     best_score: float = -math.inf
     best_epoch: int = -1
+    # The last epoch's evaluation is due but has not finished: the checkpoint is written before
+    # it runs, so a resume evaluates that epoch first.
+    eval_pending: bool = False
 
 
 class _TrainStep(nn.Module):
@@ -88,13 +91,16 @@ class _TrainStep(nn.Module):
 class Trainer:
     def __init__(self, cfg: RunConfig, device: str, work_dir: Path, dist: DistInfo | None = None,
                  console: Console | None = None, resume: bool = False,
-                 on_epoch: Callable[[int], None] | None = None) -> None:
+                 on_epoch: Callable[[int], None] | None = None,
+                 resume_command: str | None = None) -> None:
         self.cfg, self.device = cfg, device
         self.work_dir = work_dir
         self.dist = dist or DistInfo()
         self.console = console or Console(stderr=True)
         self.resume = resume
         self.on_epoch = on_epoch
+        # What the user runs to continue (runner.resume_command); named in evaluation failures.
+        self.resume_command = resume_command or "the same command with --resume"
         self.state = FitState()
         self.eval_seconds = 0.0
         self.train_seconds = 0.0
@@ -225,7 +231,7 @@ class Trainer:
         (``train.select=val``) or the test rows (``train.select=universal``, as the reference).
         """
         self._select_rows = select_rows
-        cfg, t = self.cfg, self.cfg.train
+        t = self.cfg.train
         model.to(self.device)
         criterion.to(self.device)
         groups = dict(method.param_groups(model))
@@ -259,6 +265,9 @@ class Trainer:
                 self._set_rng_state(ck["rng"])
             if self.dist.is_main:
                 self.console.print(f"resumed from {self.last_path} at epoch {self.state.epoch}")
+            if self.state.eval_pending:  # the evaluation that failed before the resume
+                self._evaluate_epoch(method, model, data, self.state.epoch - 1,
+                                     (model, criterion, opt, scaler))
 
         per_step = t.schedule_granularity == "iteration"
         n_steps = len(loader)
@@ -305,26 +314,57 @@ class Trainer:
             last = epoch + 1 == t.epochs
             # With select=last the final evaluation (by the runner) scores the last epoch, so
             # evaluating it here as well would only cost time.
-            if epoch + 1 in eval_after and not (last and t.select == "last"):
-                record.update(self._select(method, model, data, epoch))
+            due = epoch + 1 in eval_after and not (last and t.select == "last")
             self.state.history.append(record)
             self.state.epoch = epoch + 1
-            if self.dist.enabled:  # every process keeps its own random stream (dropout)
-                self._save(self._rank_rng_path(self.dist.rank), self._rng_state())
-            if self.dist.is_main:
-                self._save(self.last_path, {
-                    "model": model.state_dict(), "criterion": criterion.state_dict(),
-                    "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                    "state": vars(self.state), "rng": self._rng_state(),
-                    "config": cfg.method,
-                })
-            barrier()
+            self.state.eval_pending = due
+            # The epoch is on disk before anything evaluates it: an evaluation that runs out
+            # of memory costs that evaluation, never the training before it.
+            self._checkpoint(model, criterion, opt, scaler)
+            if due:
+                self._evaluate_epoch(method, model, data, epoch, (model, criterion, opt, scaler))
             if self.on_epoch:
                 self.on_epoch(epoch)
         if t.select != "last" and self.best_path.exists():
             model.load_state_dict(torch.load(self.best_path, map_location="cpu",
                                              weights_only=False)["model"])
         return model
+
+    def _checkpoint(self, model, criterion, opt, scaler) -> None:
+        """Write ``last.pt`` (main process) and each process's RNG state, atomically."""
+        if self.dist.enabled:  # every process keeps its own random stream (dropout)
+            self._save(self._rank_rng_path(self.dist.rank), self._rng_state())
+        if self.dist.is_main:
+            self._save(self.last_path, {
+                "model": model.state_dict(), "criterion": criterion.state_dict(),
+                "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                "state": vars(self.state), "rng": self._rng_state(),
+                "config": self.cfg.method,
+            })
+        barrier()
+
+    def _evaluate_epoch(self, method, model, data, epoch: int, parts) -> None:
+        """The selection evaluation of ``epoch`` (already checkpointed); on success its scores
+        join the epoch's history and the checkpoint is written again with them."""
+        try:
+            self.state.history[-1].update(self._select(method, model, data, epoch))
+        except UserError:
+            raise  # a configuration mistake: resuming would meet it again
+        except Exception as exc:
+            raise self.evaluation_failed(exc, f"evaluation after epoch {epoch + 1}") from exc
+        self.state.eval_pending = False
+        self._checkpoint(*parts)
+
+    def evaluation_failed(self, exc: BaseException, what: str) -> EvaluationFailed:
+        """The one-line error for an evaluation that raised: what failed, that the checkpoint of
+        the last finished epoch is on disk, and the command that resumes from it."""
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        if len(reason) > 300:
+            reason = reason[:297] + "..."
+        saved = (f"the checkpoint of epoch {self.state.epoch} is saved in {self.last_path}"
+                 if self.last_path.exists() else f"no checkpoint in {self.work_dir}")
+        return EvaluationFailed(f"{what} failed ({reason}); {saved}; resume with: "
+                                f"{self.resume_command}")
 
     @contextlib.contextmanager
     def _progress(self, total: int, epoch: int):

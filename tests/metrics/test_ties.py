@@ -1,0 +1,215 @@
+"""Ties and collapsed embeddings (issue 22): exact values and bounded memory.
+
+The reference ranks rows that are copies of a few prototypes: the exact similarities between
+prototypes (integer arithmetic) decide, then the smaller gallery index, so a few thousand rows
+cost a few prototype pairs instead of millions of exact dot products.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+
+from tests.metrics.reference import brute_force, exact_ints, exact_sims, unit_rows
+from umlbench.metrics import MetricSpec, evaluate
+from umlbench.metrics import candidates as candidates_mod
+
+KS = (1, 2, 4, 8)
+METRICS = ([f"recall@{k}" for k in KS] + ["precision@1", "r_precision", "map@r", "map@1000"])
+SPEC = MetricSpec.from_names(METRICS)
+
+
+def prototype_reference(protos, proto_of, labels, datasets, is_q, is_g, scope=None):
+    """Mean of every retrieval metric over the queries of ``scope`` (a dataset or None) for rows
+    ``protos[proto_of]``; ties between equal similarities go to the smaller gallery index."""
+    ints = exact_ints(unit_rows(protos))
+    exact = np.array([exact_sims(ints, i, range(len(protos))) for i in range(len(protos))],
+                     dtype=object)
+    # Dense rank of each exact value within its row: 0 = most similar.
+    level = np.zeros(exact.shape, np.int64)
+    for i, row in enumerate(exact):
+        values = sorted(set(row.tolist()), reverse=True)
+        where = {v: k for k, v in enumerate(values)}
+        level[i] = [where[v] for v in row]
+    rows = np.arange(len(proto_of)) if scope is None else np.flatnonzero(datasets == scope)
+    gallery = rows[is_g[rows]]
+    out = {m: [] for m in METRICS}
+    for i in rows[is_q[rows]]:
+        cand = gallery[gallery != i]
+        order = np.lexsort((cand, level[proto_of[i], proto_of[cand]]))  # gallery index = row
+        rel = (labels[cand] == labels[i]) & (datasets[cand] == datasets[i])
+        rel = rel[order]
+        r = int(rel.sum())
+        if r == 0:
+            continue
+        hits = np.cumsum(rel)
+        prec = hits / np.arange(1, len(rel) + 1)
+        for k in KS:
+            out[f"recall@{k}"].append(float(rel[:k].any()))
+        out["precision@1"].append(float(rel[0]))
+        out["r_precision"].append(rel[:r].sum() / r)
+        out["map@r"].append(prec[:r][rel[:r]].sum() / r)
+        out["map@1000"].append(prec[:1000][rel[:1000]].sum() / (r + int(is_g[i])))
+    return {m: float(np.mean(v)) for m, v in out.items()}
+
+
+def _check(res, ref_of, datasets, names=METRICS):
+    for m in names:
+        assert res.universal[m] == pytest.approx(ref_of(None)[m], rel=1e-12, abs=1e-12), m
+    for d in np.unique(datasets):
+        ref = ref_of(d)
+        for m in names:
+            assert res.per_dataset[d][m] == pytest.approx(ref[m], rel=1e-12, abs=1e-12), (d, m)
+
+
+@pytest.fixture(params=[False, True], ids=["default-store", "tiny-store"])
+def store_limit(request, monkeypatch):
+    """Also run with a store that compacts after a few thousand entries, so that dropping
+    ties beyond cap (``Store._by_rank``) happens at these small sizes."""
+    if request.param:
+        monkeypatch.setattr(candidates_mod, "_BASE_LIMIT", 2048)
+    return request.param
+
+
+@pytest.fixture
+def tie_drops(monkeypatch):
+    """Counts the calls that drop ties beyond cap."""
+    calls = [0]
+    real = candidates_mod.Store._by_rank
+
+    def counted(self, *a):
+        calls[0] += 1
+        return real(self, *a)
+
+    monkeypatch.setattr(candidates_mod.Store, "_by_rank", counted)
+    return calls
+
+
+def test_identical_rows_rank_by_gallery_index(store_limit, tie_drops):
+    n = 2500  # more than the 2 * 1000 + 64 candidates MAP@1000's depth lets a query keep
+    rng = np.random.default_rng(0)
+    protos = rng.normal(size=(1, 32))
+    proto_of = np.zeros(n, np.int64)
+    labels = rng.integers(0, 12, n)
+    datasets = np.array(["a", "b"])[rng.integers(0, 2, n)]
+    ones = np.ones(n, bool)
+    res = evaluate(protos[proto_of], labels, datasets, metrics=SPEC)
+    _check(res, lambda d: prototype_reference(protos, proto_of, labels, datasets, ones, ones, d),
+           datasets)
+    assert tie_drops[0] > 0 or not store_limit  # the tiny store surely drops ties
+
+
+def test_mixed_tie_groups_with_separate_queries(store_limit, tie_drops):
+    """Groups of identical rows, prototypes a rounding apart (float64 cannot order them) and
+    prototypes with permuted coordinates (distinct rows, exactly equal similarities)."""
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(12, 24))
+    close = base[:4] * (1 + 2.0**-40)  # the same direction: equal unit rows or 1 ulp apart
+    perm = base[:4][:, ::-1].copy()  # reversed coordinates: equal norms, other directions
+    near = base[4:8] + 1e-7 * rng.normal(size=(4, 24))
+    protos = np.vstack([base, close, perm, near])
+    n = 1200
+    # Half the rows in two big groups (one prototype and its rounding-apart twin), deeper than
+    # any cap, the rest spread over every prototype.
+    weights = np.full(len(protos), 0.5 / (len(protos) - 2))
+    weights[[0, 12]] = 0.3, 0.2
+    proto_of = rng.choice(len(protos), n, p=weights)
+    labels = rng.integers(0, 6, n)
+    datasets = np.array(["x", "y", "z"])[rng.integers(0, 3, n)]
+    is_q = rng.random(n) < 0.5
+    is_g = ~is_q | (rng.random(n) < 0.3)
+    shallow = [m for m in METRICS if m != "map@1000"]  # a shallow cap: more ties dropped
+    for names in (METRICS, shallow):
+        res = evaluate(protos[proto_of], labels, datasets, is_q, is_g,
+                       metrics=MetricSpec.from_names(names))
+        _check(res, lambda d: prototype_reference(protos, proto_of, labels, datasets, is_q,
+                                                  is_g, d), datasets, names)
+    assert tie_drops[0] > 0 or not store_limit  # the tiny store surely drops ties
+
+
+@pytest.mark.parametrize("backend", ["torch-fp32", "torch-bf16x3", "faiss-cpu"])
+def test_near_collapsed_rows_match_brute_force_and_pml(backend, store_limit):
+    """``1 + 0.01 N(0, 1)``: every similarity lies within the bf16 error bound of every other."""
+    if backend == "faiss-cpu":
+        pytest.importorskip("faiss")
+    rng = np.random.default_rng(2)
+    n = 300
+    emb = (1 + 0.01 * rng.normal(size=(n, 64))).astype(np.float32)
+    labels = rng.integers(0, 10, n)
+    datasets = np.array(["p", "q"])[rng.integers(0, 2, n)]
+    ones = np.ones(n, bool)
+    res = evaluate(emb, labels, datasets, metrics=SPEC, backend=backend)
+    for scope, got in [(None, res.universal), *res.per_dataset.items()]:
+        ref, _ = brute_force(emb, labels, datasets, ones, ones, ks=KS, scope=scope)
+        for m in METRICS:
+            assert got[m] == pytest.approx(ref[m], rel=1e-12, abs=1e-12), (scope, m)
+    pml = pytest.importorskip("pytorch_metric_learning.utils.accuracy_calculator")
+    calc = pml.AccuracyCalculator(include=("precision_at_1", "r_precision",
+                                           "mean_average_precision_at_r"),
+                                  k="max_bin_count", device=torch.device("cpu"))
+    t = torch.from_numpy(unit_rows(emb))
+    # One class per (dataset, label), as umlbench's universal scope defines it.
+    y = torch.from_numpy(labels * 2 + (datasets == "q"))
+    pml_res = calc.get_accuracy(t, y, t, y, ref_includes_query=True)
+    # PML ranks by float32 products, which cannot order all of these near-ties: it agrees to
+    # within the few pairs that rounding swaps.
+    assert res.universal["precision@1"] == pytest.approx(pml_res["precision_at_1"], abs=0.02)
+    assert res.universal["r_precision"] == pytest.approx(pml_res["r_precision"], abs=0.02)
+    assert res.universal["map@r"] == pytest.approx(pml_res["mean_average_precision_at_r"],
+                                                   abs=0.02)
+
+
+def test_memory_of_identical_rows_stays_bounded():
+    """3,000 identical rows: the pair list of the old resolution grew with the cube of the tie
+    group (1,000 rows took > 6 GB); counting keeps the arrays to a few times the candidates."""
+    n = 3000
+    rng = np.random.default_rng(3)
+    emb = np.ones((n, 16), np.float32)
+    labels = rng.integers(0, 30, n)
+    datasets = np.full(n, "a")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one worker: the peak does not depend on thread timing
+    tracemalloc.start()
+    try:
+        res = evaluate(emb, labels, datasets, metrics=SPEC, per_dataset=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        torch.set_num_threads(threads)
+    assert peak < 512 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    # Everything ties: a query's relevant items sit where their gallery indices put them.
+    ones = np.ones(n, bool)
+    ref = prototype_reference(np.ones((1, 16)), np.zeros(n, np.int64), labels, datasets,
+                              ones, ones)
+    for m in METRICS:
+        assert res.universal[m] == pytest.approx(ref[m], rel=1e-12, abs=1e-12), m
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16x3"])
+def test_kmeans_on_tie_groups_equals_the_exact_reference(mode):
+    """Copies of a few prototypes: every point contends with every copy of a centroid."""
+    from tests.metrics.reference import kmeans_bruteforce
+    from umlbench.metrics.kmeans import kmeans
+
+    rng = np.random.default_rng(4)
+    protos = rng.normal(size=(4, 6))
+    protos[3] = protos[2] * (1 + 2.0**-40)  # a rounding apart from another prototype
+    x = unit_rows(protos[rng.choice(4, 120, p=[0.6, 0.2, 0.1, 0.1])])
+    assert np.array_equal(kmeans(x, 7, seed=5, niter=4, mode=mode),
+                          kmeans_bruteforce(x, 7, seed=5, niter=4))
+
+
+def test_identical_rows_form_one_cluster():
+    """All centroids start on the same point: the smaller index takes every point."""
+    from tests.metrics.reference import pairwise_f1_bruteforce
+
+    n = 400
+    labels = np.random.default_rng(5).integers(0, 8, n)
+    res = evaluate(np.ones((n, 12)), labels, np.full(n, "a"), metrics=MetricSpec(
+        recall_ks=(1,), nmi=True, f1=True), per_dataset=False)
+    assert res.universal["nmi"] == 0.0
+    assert res.universal["f1"] == pytest.approx(pairwise_f1_bruteforce(labels, np.zeros(n)),
+                                                rel=1e-12)
