@@ -91,7 +91,11 @@ def leaderboard(fmt, metric, view, show_std, suite, protocol, dataset, methods, 
     if fmt is None:
         out.print(to_rich(board, width=out.width, std=show_std))
         return
-    text = render(board, fmt)
+    _emit(render(board, fmt), out_file)
+
+
+def _emit(text: str, out_file: str | None) -> None:
+    """A rendered table to ``out_file`` (atomically) or to stdout."""
     if out_file:
         write_text(Path(out_file), text)
         console.print(f"wrote {out_file}", markup=False, highlight=False)
@@ -155,12 +159,7 @@ def compare(a, b, metric, resamples, level, seed, fmt, out_file, suite, results_
     if fmt is None:
         out.print(comparison_rich(cmp))
         return
-    text = render_comparison(cmp, fmt)
-    if out_file:
-        write_text(Path(out_file), text)
-        console.print(f"wrote {out_file}", markup=False, highlight=False)
-    else:
-        click.echo(text, nl=False)
+    _emit(render_comparison(cmp, fmt), out_file)
 
 
 def _compare_inputs(names, results_dir, suite, group_by):
