@@ -13,7 +13,11 @@ matmul use bf16 units with float32 accumulation (AMX / avx512_bf16 through oneDN
 bf16 tensor cores on CUDA); because the inputs are already bf16 values, no kernel rounds them
 again, and ``exact.dot_error_bound(D, "bf16")`` holds for every such kernel. Precision "fp32"
 forces IEEE float32 matmuls. Either way each selected pair's similarity is then recomputed in
-float64 from the float32 rows (still in cache), so the stored values are within ~1e-7.
+float64 from the float32 rows (a gather for a few pairs, the block's float64 matmul where most of
+it is selected), so the stored values are within ``dot_error_bound(D, "fp64")`` (~1e-14) and a
+raised threshold can split what the selecting bound cannot (nearly collapsed embeddings). Pairs
+whose float64 value cannot reach the query's ``t + eps`` are not stored: nothing that ranks
+above a relevant item counted by ``ranks.py`` lies below it.
 """
 
 from __future__ import annotations
@@ -121,6 +125,7 @@ def collect_blocks(
     bq, bg = block or DEFAULT_BLOCK
     dev = x.device
     eps = dot_error_bound(x.shape[1], mode, norm_sq)
+    eps64 = dot_error_bound(x.shape[1], "fp64", norm_sq)
     zq = np.flatnonzero(self_pos >= 0)  # queries that are gallery items ...
     zg = self_pos[zq]  # ... and their gallery positions (the same rows of x)
     in_z = np.zeros(len(grow), bool)
@@ -134,7 +139,7 @@ def collect_blocks(
     group_of[zq] = np.arange(len(zq)) // bq
     n_z = -(-len(zq) // bq)
     group_of[qo] = n_z + np.arange(len(qo)) // bq
-    store = Store(t, cap, eps, eps, group_of, emit, f"torch-{mode}", order)
+    store = Store(t, cap, eps, eps64, group_of, emit, f"torch-{mode}", order)
     active = store.t < np.inf
     xz, xgo, xqo = view(x, qrow[zq]), view(x, grow[go]), view(x, qrow[qo])
     zq_t, qo_t = torch.from_numpy(zq).to(dev), torch.from_numpy(qo).to(dev)
@@ -159,6 +164,11 @@ def collect_blocks(
             return self
 
     def add(q, g, v):
+        # Only values that may reach theta = t + eps (a threshold read without the lock is an
+        # older, lower one: it keeps more, never less).
+        keep = v >= store.t[q] + (eps - eps64)
+        if not keep.all():
+            q, g, v = q[keep], g[keep], v[keep]
         with lock:
             store.add(q, g, v)
 
@@ -173,7 +183,8 @@ def collect_blocks(
                     for gal, pos in ((xz, zg), (xgo, go)):
                         for c in range(0, len(pos), bg):
                             s = ra @ operand(gal[c:c + bg], mode, 1).T
-                            _rows(s, th.get().qo[a:b], qo[a:b], pos[c:c + bg], add)
+                            _rows(s, th.get().qo[a:b], qo[a:b], pos[c:c + bg], add,
+                                  _Exact(xqo[a:b], gal[c:c + bg]))
                 return
             ra = operand(xz[a:b], mode)
             mine = active[zq[a:b]].any()
@@ -188,14 +199,15 @@ def collect_blocks(
                 if c < b:  # the block meets the diagonal: drop each query's own entry
                     j = torch.arange(max(a, c), min(b, d), device=dev)
                     s[j - a, j - c] = -torch.inf
+                ex = _Exact(xz[a:b], xz[c:d])
                 if mine:
-                    _rows(s, th.get().z[a:b], zq[a:b], zg[c:d], add)
+                    _rows(s, th.get().z[a:b], zq[a:b], zg[c:d], add, ex)
                 if cols:
-                    _cols(s, th.get().z[c:d], zq[c:d], zg[a:b], add, skip=max(0, b - c))
+                    _cols(s, th.get().z[c:d], zq[c:d], zg[a:b], add, ex, skip=max(0, b - c))
             if mine:
                 for c, d in go_blocks:
                     s = ra @ operand(xgo[c:d], mode, 1).T
-                    _rows(s, th.get().z[a:b], zq[a:b], go[c:d], add)
+                    _rows(s, th.get().z[a:b], zq[a:b], go[c:d], add, _Exact(xz[a:b], xgo[c:d]))
 
     def run(item):
         sweep(item)
@@ -256,20 +268,42 @@ def _padded(s: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.nn.functional.pad(s, pad, value=-torch.inf)
 
 
-def _rows(s, t, rows_q, cols_g, add) -> None:
+class _Exact:
+    """float64 values of entries of one block ``xa @ xb.T`` (xa (R, D), xb (C, D) float32 rows):
+    gathered dot products for a few entries, the block's float64 matmul (computed once) when
+    many are asked for. Either way within ``dot_error_bound(D, "fp64")``: products of float32
+    are exact in float64, and the bound holds for any summation order."""
+
+    _GATHER = 1 << 14  # pairs per gathered chunk
+
+    def __init__(self, xa: torch.Tensor, xb: torch.Tensor):
+        self.xa, self.xb = xa, xb
+        self.full: torch.Tensor | None = None
+
+    def __call__(self, i: torch.Tensor, j: torch.Tensor) -> np.ndarray:
+        if self.full is None and len(i) * 8 > self.xa.shape[0] * self.xb.shape[0]:
+            self.full = self.xa.double() @ self.xb.double().T
+        if self.full is not None:
+            return self.full[i, j].cpu().numpy()
+        out = [(self.xa[i[k:k + self._GATHER]].double()
+                * self.xb[j[k:k + self._GATHER]].double()).sum(1)
+               for k in range(0, len(i), self._GATHER)]
+        return torch.cat(out).cpu().numpy()
+
+
+def _rows(s, t, rows_q, cols_g, add, exact: _Exact) -> None:
     """Entries of block ``s`` (rows: queries ``rows_q`` with thresholds ``t``; columns: gallery
-    ``cols_g``) that reach their row's threshold."""
+    ``cols_g``) that reach their row's threshold, with their float64 values (``exact``)."""
     sp = _padded(s, 1)
     runs = sp.view(sp.shape[0], -1, _W)
     r, ch = torch.nonzero(runs.amax(2) >= t.unsqueeze(1), as_tuple=True)
     if r.numel():
         p, e = torch.nonzero(runs[r, ch] >= t[r].unsqueeze(1), as_tuple=True)
-        vals = runs[r[p], ch[p], e]
-        add(rows_q[r[p].cpu().numpy()], cols_g[(ch[p] * _W + e).cpu().numpy()],
-            vals.cpu().numpy())
+        i, j = r[p], ch[p] * _W + e
+        add(rows_q[i.cpu().numpy()], cols_g[j.cpu().numpy()], exact(i, j))
 
 
-def _cols(s, t, cols_q, rows_g, add, skip: int = 0) -> None:
+def _cols(s, t, cols_q, rows_g, add, exact: _Exact, skip: int = 0) -> None:
     """Entries of block ``s`` read by column: column j is query ``cols_q[j]`` (threshold
     ``t[j]``) against gallery ``rows_g``; the first ``skip`` columns are not read."""
     if skip:
@@ -280,6 +314,5 @@ def _cols(s, t, cols_q, rows_g, add, skip: int = 0) -> None:
     rc, col = torch.nonzero(runs.amax(1) >= t.unsqueeze(0), as_tuple=True)
     if rc.numel():
         p, e = torch.nonzero(runs[rc, :, col] >= t[col].unsqueeze(1), as_tuple=True)
-        vals = runs[rc[p], e, col[p]]
-        add(cols_q[col[p].cpu().numpy()], rows_g[(rc[p] * _W + e).cpu().numpy()],
-            vals.cpu().numpy())
+        i, j = rc[p] * _W + e, col[p]
+        add(cols_q[j.cpu().numpy()], rows_g[i.cpu().numpy()], exact(i, j))

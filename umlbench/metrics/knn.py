@@ -68,6 +68,10 @@ class Searcher:
         self.kind = backend
         self.backend = f"torch-{self.mode}" if backend.startswith("torch") else backend
         self.eps = dot_error_bound(x.shape[1], self.mode, norm_sq)
+        # Bound on the stored values: the torch pass recomputes them in float64, faiss stores
+        # its own.
+        self.eps_val = dot_error_bound(x.shape[1], "fp64", norm_sq) \
+            if backend.startswith("torch") else self.eps
         self._xt: torch.Tensor | None = None
 
     @property
