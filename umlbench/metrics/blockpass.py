@@ -108,6 +108,7 @@ def collect_blocks(
     block: tuple[int, int] | None = None,
     progress: Callable[[int, int], None] | None = None,
     order: Order | None = None,
+    gallery_dup: np.ndarray | None = None,
 ) -> Candidates:
     """Every gallery item selected at threshold ``t`` per query, handed to ``emit`` one block of
     queries at a time as soon as that block is complete (see ``candidates.Store``).
@@ -121,6 +122,8 @@ def collect_blocks(
         block: (query rows, gallery columns) per matmul.
         order: exact rank order of candidates, which lets the store drop ties beyond ``cap``
             (``candidates.Store``); without it tied candidates are all kept.
+        gallery_dup: (G,) ``exact.duplicate_ids`` of the gallery items' rows: with ``order``,
+            items tied with a query's cap-th item and ranked after it are not stored.
     """
     bq, bg = block or DEFAULT_BLOCK
     dev = x.device
@@ -139,7 +142,8 @@ def collect_blocks(
     group_of[zq] = np.arange(len(zq)) // bq
     n_z = -(-len(zq) // bq)
     group_of[qo] = n_z + np.arange(len(qo)) // bq
-    store = Store(t, cap, eps, eps64, group_of, emit, f"torch-{mode}", order)
+    store = Store(t, cap, eps, eps64, group_of, emit, f"torch-{mode}", order,
+                  gallery_dup if order is not None else None)
     active = store.t < np.inf
     xz, xgo, xqo = view(x, qrow[zq]), view(x, grow[go]), view(x, qrow[qo])
     zq_t, qo_t = torch.from_numpy(zq).to(dev), torch.from_numpy(qo).to(dev)
@@ -151,7 +155,14 @@ def collect_blocks(
     finished = np.zeros(len(items), bool)
     emitted = [0]  # Z groups 0 .. emitted-1 have been handed over
 
-    class _Thresholds:  # a worker's float32 copy, refreshed when the store raises any
+    gdup = store.gallery_dup
+    gdup_t = torch.from_numpy(gdup).to(dev) if gdup is not None else None
+
+    class _Thresholds:  # a worker's copy, refreshed when the store raises any
+        """Per query (Z rows ``z``, query-only rows ``qo``): the float32 threshold of s_hat,
+        the float64 value theta - eps64 a stored value must reach, and the store's tie cut
+        (``Store.cut_g`` / ``cut_dup``), all read at one moment (a stale copy keeps more)."""
+
         def __init__(self):
             self.version = -1
 
@@ -159,8 +170,12 @@ def collect_blocks(
             if self.version != store.version:
                 with lock:
                     self.version = store.version
-                    thr = thresholds(store.t, dev)
-                self.z, self.qo = thr[zq_t], thr[qo_t]
+                    tt, cg, cd = store.t.copy(), store.cut_g.copy(), store.cut_dup.copy()
+                t64 = np.maximum(tt + (eps - eps64), -4.0)  # -4: never the -inf of a self entry
+                parts = (thresholds(tt, dev), torch.from_numpy(t64).to(dev),
+                         torch.from_numpy(cg).to(dev), torch.from_numpy(cd).to(dev))
+                self.z = tuple(p[zq_t] for p in parts)
+                self.qo = tuple(p[qo_t] for p in parts)
             return self
 
     def add(q, g, v):
@@ -183,8 +198,8 @@ def collect_blocks(
                     for gal, pos in ((xz, zg), (xgo, go)):
                         for c in range(0, len(pos), bg):
                             s = ra @ operand(gal[c:c + bg], mode, 1).T
-                            _rows(s, th.get().qo[a:b], qo[a:b], pos[c:c + bg], add,
-                                  _Exact(xqo[a:b], gal[c:c + bg]))
+                            _rows(s, _cut(th.get().qo, a, b), qo[a:b], pos[c:c + bg], add,
+                                  _Exact(xqo[a:b], gal[c:c + bg]), gdup_t)
                 return
             ra = operand(xz[a:b], mode)
             mine = active[zq[a:b]].any()
@@ -196,18 +211,22 @@ def collect_blocks(
                 if not (mine or cols):
                     continue
                 s = ra @ operand(xz[c:d], mode, 1).T
+                diag = None
                 if c < b:  # the block meets the diagonal: drop each query's own entry
                     j = torch.arange(max(a, c), min(b, d), device=dev)
                     s[j - a, j - c] = -torch.inf
-                ex = _Exact(xz[a:b], xz[c:d])
+                    diag = (j - a, j - c)
+                ex = _Exact(xz[a:b], xz[c:d], diag)
                 if mine:
-                    _rows(s, th.get().z[a:b], zq[a:b], zg[c:d], add, ex)
+                    _rows(s, _cut(th.get().z, a, b), zq[a:b], zg[c:d], add, ex, gdup_t)
                 if cols:
-                    _cols(s, th.get().z[c:d], zq[c:d], zg[a:b], add, ex, skip=max(0, b - c))
+                    _cols(s, _cut(th.get().z, c, d), zq[c:d], zg[a:b], add, ex, gdup_t,
+                          skip=max(0, b - c))
             if mine:
                 for c, d in go_blocks:
                     s = ra @ operand(xgo[c:d], mode, 1).T
-                    _rows(s, th.get().z[a:b], zq[a:b], go[c:d], add, _Exact(xz[a:b], xgo[c:d]))
+                    _rows(s, _cut(th.get().z, a, b), zq[a:b], go[c:d], add,
+                          _Exact(xz[a:b], xgo[c:d]), gdup_t)
 
     def run(item):
         sweep(item)
@@ -276,42 +295,87 @@ class _Exact:
 
     _GATHER = 1 << 14  # pairs per gathered chunk
 
-    def __init__(self, xa: torch.Tensor, xb: torch.Tensor):
-        self.xa, self.xb = xa, xb
+    def __init__(self, xa: torch.Tensor, xb: torch.Tensor, diag=None):
+        self.xa, self.xb, self.diag = xa, xb, diag  # diag: (rows, cols) of the queries' selves
         self.full: torch.Tensor | None = None
 
-    def __call__(self, i: torch.Tensor, j: torch.Tensor) -> np.ndarray:
-        if self.full is None and len(i) * 8 > self.xa.shape[0] * self.xb.shape[0]:
+    def block(self) -> torch.Tensor:
+        """The whole block in float64 (R, C), the queries' own entries -inf."""
+        if self.full is None:
             self.full = self.xa.double() @ self.xb.double().T
-        if self.full is not None:
-            return self.full[i, j].cpu().numpy()
+            if self.diag is not None:
+                self.full[self.diag] = -torch.inf
+        return self.full
+
+    def __call__(self, i: torch.Tensor, j: torch.Tensor) -> np.ndarray:
+        if self.full is not None or len(i) * 8 > self.xa.shape[0] * self.xb.shape[0]:
+            return self.block()[i, j].cpu().numpy()
         out = [(self.xa[i[k:k + self._GATHER]].double()
                 * self.xb[j[k:k + self._GATHER]].double()).sum(1)
                for k in range(0, len(i), self._GATHER)]
         return torch.cat(out).cpu().numpy()
 
 
-def _rows(s, t, rows_q, cols_g, add, exact: _Exact) -> None:
-    """Entries of block ``s`` (rows: queries ``rows_q`` with thresholds ``t``; columns: gallery
-    ``cols_g``) that reach their row's threshold, with their float64 values (``exact``)."""
+def _cut(parts, a: int, b: int):
+    return tuple(p[a:b] for p in parts)
+
+
+def _dense(exact: _Exact, lim, cols_g, gdup_t, by_row: bool):
+    """Where most of a block passes the s_hat threshold (nearly collapsed embeddings, ties),
+    the entries selected by their float64 values instead: those that may reach theta, less the
+    items that tie with a query's cap-th kept item and come after it (``Store.cut_g``). The
+    store checks the same conditions; this only spares extracting what it would drop.
+    ``by_row``: queries are the block's rows (else its columns). Returns (i, j) block indices."""
+    s64 = exact.block()
+    _, t64, cg, cd = lim
+    qdim = 0 if by_row else 1
+    m = s64 >= t64.unsqueeze(1 - qdim)
+    if gdup_t is not None and bool((cg >= 0).any()):
+        gp = torch.from_numpy(np.asarray(cols_g, np.int64)).to(s64.device)
+        gd = gdup_t[gp]
+        cgx, cdx = cg.unsqueeze(1 - qdim), cd.unsqueeze(1 - qdim)
+        gpx, gdx = gp.unsqueeze(qdim), gd.unsqueeze(qdim)
+        m &= ~((cgx >= 0) & (gdx == cdx) & (gpx > cgx))
+    return torch.nonzero(m, as_tuple=True)
+
+
+def _rows(s, lim, rows_q, cols_g, add, exact: _Exact, gdup_t=None) -> None:
+    """Entries of block ``s`` (rows: queries ``rows_q`` with limits ``lim``, see
+    ``_Thresholds``; columns: gallery ``cols_g``) that reach their row's threshold, with their
+    float64 values (``exact``)."""
+    t = lim[0]
     sp = _padded(s, 1)
     runs = sp.view(sp.shape[0], -1, _W)
     r, ch = torch.nonzero(runs.amax(2) >= t.unsqueeze(1), as_tuple=True)
+    if r.numel() * 4 > runs.shape[0] * runs.shape[1]:
+        i, j = _dense(exact, lim, cols_g, gdup_t, True)
+        if i.numel():
+            add(rows_q[i.cpu().numpy()], cols_g[j.cpu().numpy()],
+                exact.block()[i, j].cpu().numpy())
+        return
     if r.numel():
         p, e = torch.nonzero(runs[r, ch] >= t[r].unsqueeze(1), as_tuple=True)
         i, j = r[p], ch[p] * _W + e
         add(rows_q[i.cpu().numpy()], cols_g[j.cpu().numpy()], exact(i, j))
 
 
-def _cols(s, t, cols_q, rows_g, add, exact: _Exact, skip: int = 0) -> None:
-    """Entries of block ``s`` read by column: column j is query ``cols_q[j]`` (threshold
-    ``t[j]``) against gallery ``rows_g``; the first ``skip`` columns are not read."""
+def _cols(s, lim, cols_q, rows_g, add, exact: _Exact, gdup_t=None, skip: int = 0) -> None:
+    """Entries of block ``s`` read by column: column j is query ``cols_q[j]`` (limits ``lim``,
+    see ``_Thresholds``) against gallery ``rows_g``; the first ``skip`` columns are not read."""
+    t, t64, cg, cd = lim
     if skip:
-        t = t.clone()
+        t, t64 = t.clone(), t64.clone()
         t[:skip] = torch.inf
+        t64[:skip] = torch.inf
     sp = _padded(s, 0)
     runs = sp.view(-1, _W, sp.shape[1])
     rc, col = torch.nonzero(runs.amax(1) >= t.unsqueeze(0), as_tuple=True)
+    if rc.numel() * 4 > runs.shape[0] * runs.shape[2]:
+        i, j = _dense(exact, (t, t64, cg, cd), rows_g, gdup_t, False)
+        if i.numel():
+            add(cols_q[j.cpu().numpy()], rows_g[i.cpu().numpy()],
+                exact.block()[i, j].cpu().numpy())
+        return
     if rc.numel():
         p, e = torch.nonzero(runs[rc, :, col] >= t[col].unsqueeze(1), as_tuple=True)
         i, j = rc[p] * _W + e, col[p]

@@ -73,10 +73,19 @@ class Store:
 
     def __init__(self, t: np.ndarray, cap: np.ndarray, eps: float, eps_val: float,
                  group_of: np.ndarray, emit: Emit, backend: str,
-                 order: Order | None = None) -> None:
+                 order: Order | None = None, gallery_dup: np.ndarray | None = None) -> None:
         self.info = Candidates(np.asarray(t, np.float64).copy(), np.zeros(len(t), bool), eps,
                                eps_val, backend, np.zeros(len(t), bool))
         self.order = order
+        # Where tie pruning kept a query's first cap items, its last kept item (gallery
+        # position cut_g, -1: none) and that item's row (duplicate id): a later item of the
+        # same row and a larger gallery position ties with it and ranks after it, beyond cap,
+        # so it is not stored at all (gallery_dup: (G,) ``exact.duplicate_ids`` of each
+        # gallery item's row).
+        self.gallery_dup = gallery_dup
+        self.cut_g = np.full(len(t), -1, np.int64)
+        self.cut_dup = np.zeros(len(t), np.int64)
+        self.has_cut = False
         self.t, self.pruned = self.info.t, self.info.pruned
         self.cap = np.maximum(np.asarray(cap, np.int64), 1)
         self.budget = budget(self.cap)
@@ -90,12 +99,26 @@ class Store:
         self.size = 0
         self.limit = _BASE_LIMIT
         self.version = 0  # counts raises of thresholds, so that readers know to refresh
+        # Per query: candidates held, and the count at which its group is next cut down. With
+        # an exact order, a group is cut down as soon as one of its queries passes its budget,
+        # so that its raised threshold and tie cut (``cut_g``) filter the rest of the pass
+        # early instead of after millions of entries.
+        self.count = np.zeros(len(t), np.int64)
+        self.next_check = self.budget.copy()
 
     def add(self, q: np.ndarray, g: np.ndarray, s: np.ndarray) -> None:
         if not len(q):
             return
         # float64 values: the torch pass stores them within ~1e-14, which float32 would lose.
         q, g, s = q.astype(np.int32), g.astype(np.int32), s.astype(np.float64)
+        if self.has_cut:
+            cg = self.cut_g[q]
+            beyond = (g > cg) & (cg >= 0) & (self.gallery_dup[g] == self.cut_dup[q])
+            if beyond.any():
+                keep = ~beyond
+                q, g, s = q[keep], g[keep], s[keep]
+                if not len(q):
+                    return
         grp = self.group_of[q]
         lo, hi = int(grp.min()), int(grp.max())
         if lo == hi:
@@ -108,9 +131,37 @@ class Store:
                     sel = order[a:e]
                     self.chunks[lo + k].append((q[sel], g[sel], s[sel]))
         self.size += len(q)
+        if self.order is not None:
+            qlo = int(q.min())
+            c = np.bincount(q - qlo)  # a block's queries: a short range
+            span = slice(qlo, qlo + len(c))
+            self.count[span] += c
+            hit = np.flatnonzero((self.count[span] > self.next_check[span]) & (c > 0)) + qlo
+            for b in np.unique(self.group_of[hit]).tolist():
+                self._compact_group(b)
         if self.size > self.limit:
             self._compact()
             self.limit = 2 * self.size + _BASE_LIMIT
+
+    def _compact_group(self, b: int) -> None:
+        """Cut group ``b`` down now (one of its queries passed its next check)."""
+        q, g, s = self._part(b)
+        self.size -= len(q)
+        shrunk = self._shrink(q, g, s)
+        if shrunk is not None:
+            self.chunks[b] = [shrunk]
+            self.version += 1
+            q = shrunk[0]
+        self.size += len(q)
+        m = self.members[b]
+        self.count[m] = 0
+        if len(q):
+            qlo = int(q.min())
+            c = np.bincount(q - qlo)
+            self.count[qlo:qlo + len(c)] += c
+        # Checked again after another budget's worth: queries that stay over it (ties kept
+        # without an order) cost one cut per budget of new entries, not one per add.
+        self.next_check[m] = np.maximum(self.count[m], self.budget[m]) + self.budget[m]
 
     def _part(self, b: int):
         c = self.chunks[b]
@@ -189,6 +240,11 @@ class Store:
             qs = q[perm]
             rank = np.arange(len(perm)) - np.searchsorted(qs, qs, "left")
             keep[perm[rank < self.cap[qs]]] = True
+            if self.gallery_dup is not None:
+                last = perm[rank == self.cap[qs] - 1]  # each over-budget query's cap-th item
+                self.cut_g[q[last]] = g[last]
+                self.cut_dup[q[last]] = self.gallery_dup[g[last]]
+                self.has_cut = True
         self.info.tie_pruned[np.flatnonzero(over)] = True
         return keep
 
