@@ -191,7 +191,7 @@ class Store:
         if not over.any():
             return None
         vals = s[over[q]].astype(np.float64)
-        if complete and vals.max() - vals.min() <= self.eps + self.eps_val + MARGIN:
+        if complete and vals.max() - vals.min() <= 2 * self.eps_val + MARGIN:
             pass  # one tie (thresholds no longer matter): raising could not drop anything
         else:
             keep = self._raise(q, s, over)
