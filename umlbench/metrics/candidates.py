@@ -3,8 +3,9 @@
 A candidate pass selects, for each query, the gallery items with ``s_hat >= t[q]`` (self
 excluded), where the selecting value ``s_hat`` is within ``eps`` of the exact similarity (see
 ``exact.py``). Each selected item is stored with a value within ``eps_val`` of the exact one
-(the torch pass recomputes it in float64, so ``eps_val`` is ~1e-7 while ``eps`` is ~8e-3 for
-bf16). The caller's threshold comes from the query's own class (``engine.py``); when a query
+(the torch pass recomputes it in float64, so ``eps_val`` is ~1e-14 while ``eps`` is ~8e-3 for
+bf16, and it leaves out the items whose value cannot reach ``t[q] + eps``: nothing below that is
+ever counted, see ``ranks.py``). The caller's threshold comes from the query's own class (``engine.py``); when a query
 collects far more than the ``cap`` neighbours any metric needs (a badly trained model), its
 threshold is raised to what its ``cap``-th best item proves. Nothing that can reach rank ``cap``
 is ever dropped.
@@ -37,8 +38,9 @@ _ORDER_CHUNK = 1 << 19  # candidates put in exact order at once when dropping ti
 class Candidates:
     """What a candidate pass leaves once every group has been handed over.
 
-    t: (Q,) float64: every gallery item other than the query itself whose selecting
-    approximation (within ``eps``) reaches ``t[q]`` was listed. pruned: (Q,) bool, True where
+    t: (Q,) float64: every gallery item other than the query itself whose exact similarity
+    reaches ``t[q] + eps`` was listed (with faiss: every item whose selecting approximation,
+    within ``eps``, reaches ``t[q]``). pruned: (Q,) bool, True where
     ``t`` was raised above the requested threshold; then at least ``cap[q]`` listed values are
     ``>= t[q] + eps + eps_val + MARGIN``. Listed values are within ``eps_val`` of the exact
     similarity. tie_pruned: (Q,) bool, True where listed items were dropped because ``cap[q]``
