@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["BUCKET", "MARGIN", "Candidates", "Emit", "Order", "Store", "collect_topk",
-           "sharded_search"]
+           "run_rank", "sharded_search"]
 
 MARGIN = 1e-9  # slack between a raised threshold and the values that justify it
 BUCKET = 8192  # queries per group where a backend has no natural grouping
@@ -62,6 +62,14 @@ Emit = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Candidates], No
 # Exact rank order of candidates (q (M,), g (M,), s (M,) float64 within ``eps_val``): a
 # permutation that groups them by query and puts each query's in rank order (``ranks.py``).
 Order = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def run_rank(v: np.ndarray) -> np.ndarray:
+    """Position of each entry of ``v`` (M,) (grouped: equal values consecutive) inside its run
+    of equal values, (M,) int64; linear, where searching each value costs M log M."""
+    idx = np.arange(len(v))
+    first = np.r_[True, v[1:] != v[:-1]] if len(v) else np.zeros(0, bool)
+    return idx - np.maximum.accumulate(np.where(first, idx, 0))
 
 
 def budget(cap: np.ndarray) -> np.ndarray:
@@ -240,7 +248,7 @@ class Store:
             part = sel[a:e]
             perm = part[self.order(q[part], g[part], s[part])]
             qs = q[perm]
-            rank = np.arange(len(perm)) - np.searchsorted(qs, qs, "left")
+            rank = run_rank(qs)
             keep[perm[rank < self.cap[qs]]] = True
             if self.gallery_dup is not None:
                 last = perm[rank == self.cap[qs] - 1]  # each over-budget query's cap-th item

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from umlbench.metrics.candidates import Candidates
+from umlbench.metrics.candidates import Candidates, run_rank
 from umlbench.metrics.exact import (compare_to_value, dot_error_bound, duplicate_ids,
                                     exact_dots_scaled, ref_dots)
 
@@ -140,7 +140,7 @@ def relevant_ranks(x: np.ndarray, members: np.ndarray, q: np.ndarray, g: np.ndar
     lr = loc[ri]
     order = np.argsort(lr * (above.max(initial=0) + 1) + above, kind="stable")
     lr, above, above_ds = lr[order], above[order], above_ds[order]
-    j = np.arange(len(lr)) - np.searchsorted(lr, lr, "left") + 1
+    j = run_rank(lr) + 1
     return Ranks(lr, j, j + above, j + above_ds, covered_ds)
 
 
