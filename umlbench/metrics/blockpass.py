@@ -13,7 +13,11 @@ matmul use bf16 units with float32 accumulation (AMX / avx512_bf16 through oneDN
 bf16 tensor cores on CUDA); because the inputs are already bf16 values, no kernel rounds them
 again, and ``exact.dot_error_bound(D, "bf16")`` holds for every such kernel. Precision "fp32"
 forces IEEE float32 matmuls. Either way each selected pair's similarity is then recomputed in
-float64 from the float32 rows (still in cache), so the stored values are within ~1e-7.
+float64 from the float32 rows (a gather for a few pairs, the block's float64 matmul where most of
+it is selected), so the stored values are within ``dot_error_bound(D, "fp64")`` (~1e-14) and a
+raised threshold can split what the selecting bound cannot (nearly collapsed embeddings). Pairs
+whose float64 value cannot reach the query's ``t + eps`` are not stored: nothing that ranks
+above a relevant item counted by ``ranks.py`` lies below it.
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ def collect_blocks(
     block: tuple[int, int] | None = None,
     progress: Callable[[int, int], None] | None = None,
     order: Order | None = None,
+    gallery_dup: np.ndarray | None = None,
 ) -> Candidates:
     """Every gallery item selected at threshold ``t`` per query, handed to ``emit`` one block of
     queries at a time as soon as that block is complete (see ``candidates.Store``).
@@ -117,10 +122,13 @@ def collect_blocks(
         block: (query rows, gallery columns) per matmul.
         order: exact rank order of candidates, which lets the store drop ties beyond ``cap``
             (``candidates.Store``); without it tied candidates are all kept.
+        gallery_dup: (G,) ``exact.duplicate_ids`` of the gallery items' rows: with ``order``,
+            items tied with a query's cap-th item and ranked after it are not stored.
     """
     bq, bg = block or DEFAULT_BLOCK
     dev = x.device
     eps = dot_error_bound(x.shape[1], mode, norm_sq)
+    eps64 = dot_error_bound(x.shape[1], "fp64", norm_sq)
     zq = np.flatnonzero(self_pos >= 0)  # queries that are gallery items ...
     zg = self_pos[zq]  # ... and their gallery positions (the same rows of x)
     in_z = np.zeros(len(grow), bool)
@@ -134,7 +142,8 @@ def collect_blocks(
     group_of[zq] = np.arange(len(zq)) // bq
     n_z = -(-len(zq) // bq)
     group_of[qo] = n_z + np.arange(len(qo)) // bq
-    store = Store(t, cap, eps, eps, group_of, emit, f"torch-{mode}", order)
+    store = Store(t, cap, eps, eps64, group_of, emit, f"torch-{mode}", order,
+                  gallery_dup if order is not None else None)
     active = store.t < np.inf
     xz, xgo, xqo = view(x, qrow[zq]), view(x, grow[go]), view(x, qrow[qo])
     zq_t, qo_t = torch.from_numpy(zq).to(dev), torch.from_numpy(qo).to(dev)
@@ -146,7 +155,14 @@ def collect_blocks(
     finished = np.zeros(len(items), bool)
     emitted = [0]  # Z groups 0 .. emitted-1 have been handed over
 
-    class _Thresholds:  # a worker's float32 copy, refreshed when the store raises any
+    gdup = store.gallery_dup
+    gdup_t = torch.from_numpy(gdup).to(dev) if gdup is not None else None
+
+    class _Thresholds:  # a worker's copy, refreshed when the store raises any
+        """Per query (Z rows ``z``, query-only rows ``qo``): the float32 threshold of s_hat,
+        the float64 value theta - eps64 a stored value must reach, and the store's tie cut
+        (``Store.cut_g`` / ``cut_dup``), all read at one moment (a stale copy keeps more)."""
+
         def __init__(self):
             self.version = -1
 
@@ -154,11 +170,20 @@ def collect_blocks(
             if self.version != store.version:
                 with lock:
                     self.version = store.version
-                    thr = thresholds(store.t, dev)
-                self.z, self.qo = thr[zq_t], thr[qo_t]
+                    tt, cg, cd = store.t.copy(), store.cut_g.copy(), store.cut_dup.copy()
+                t64 = np.maximum(tt + (eps - eps64), -4.0)  # -4: never the -inf of a self entry
+                parts = (thresholds(tt, dev), torch.from_numpy(t64).to(dev),
+                         torch.from_numpy(cg).to(dev), torch.from_numpy(cd).to(dev))
+                self.z = tuple(p[zq_t] for p in parts)
+                self.qo = tuple(p[qo_t] for p in parts)
             return self
 
     def add(q, g, v):
+        # Only values that may reach theta = t + eps (a threshold read without the lock is an
+        # older, lower one: it keeps more, never less).
+        keep = v >= store.t[q] + (eps - eps64)
+        if not keep.all():
+            q, g, v = q[keep], g[keep], v[keep]
         with lock:
             store.add(q, g, v)
 
@@ -173,7 +198,8 @@ def collect_blocks(
                     for gal, pos in ((xz, zg), (xgo, go)):
                         for c in range(0, len(pos), bg):
                             s = ra @ operand(gal[c:c + bg], mode, 1).T
-                            _rows(s, th.get().qo[a:b], qo[a:b], pos[c:c + bg], add)
+                            _rows(s, _cut(th.get().qo, a, b), qo[a:b], pos[c:c + bg], add,
+                                  _Exact(xqo[a:b], gal[c:c + bg]), gdup_t)
                 return
             ra = operand(xz[a:b], mode)
             mine = active[zq[a:b]].any()
@@ -185,17 +211,22 @@ def collect_blocks(
                 if not (mine or cols):
                     continue
                 s = ra @ operand(xz[c:d], mode, 1).T
+                diag = None
                 if c < b:  # the block meets the diagonal: drop each query's own entry
                     j = torch.arange(max(a, c), min(b, d), device=dev)
                     s[j - a, j - c] = -torch.inf
+                    diag = (j - a, j - c)
+                ex = _Exact(xz[a:b], xz[c:d], diag)
                 if mine:
-                    _rows(s, th.get().z[a:b], zq[a:b], zg[c:d], add)
+                    _rows(s, _cut(th.get().z, a, b), zq[a:b], zg[c:d], add, ex, gdup_t)
                 if cols:
-                    _cols(s, th.get().z[c:d], zq[c:d], zg[a:b], add, skip=max(0, b - c))
+                    _cols(s, _cut(th.get().z, c, d), zq[c:d], zg[a:b], add, ex, gdup_t,
+                          skip=max(0, b - c))
             if mine:
                 for c, d in go_blocks:
                     s = ra @ operand(xgo[c:d], mode, 1).T
-                    _rows(s, th.get().z[a:b], zq[a:b], go[c:d], add)
+                    _rows(s, _cut(th.get().z, a, b), zq[a:b], go[c:d], add,
+                          _Exact(xz[a:b], xgo[c:d]), gdup_t)
 
     def run(item):
         sweep(item)
@@ -256,30 +287,101 @@ def _padded(s: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.nn.functional.pad(s, pad, value=-torch.inf)
 
 
-def _rows(s, t, rows_q, cols_g, add) -> None:
-    """Entries of block ``s`` (rows: queries ``rows_q`` with thresholds ``t``; columns: gallery
-    ``cols_g``) that reach their row's threshold."""
+class _Exact:
+    """float64 values of entries of one block ``xa @ xb.T`` (xa (R, D), xb (C, D) float32 rows):
+    gathered dot products for a few entries, the block's float64 matmul (computed once) when
+    more are asked for (a 512 x 1024 block's matmul costs about as much as gathering 1/32 of
+    it). Either way within ``dot_error_bound(D, "fp64")``: products of float32 are exact in
+    float64, and the bound holds for any summation order."""
+
+    _GATHER = 1 << 14  # pairs per gathered chunk
+    _FULL = 32  # the whole block once more than 1/_FULL of it is asked for
+
+    def __init__(self, xa: torch.Tensor, xb: torch.Tensor, diag=None):
+        self.xa, self.xb, self.diag = xa, xb, diag  # diag: (rows, cols) of the queries' selves
+        self.a64: torch.Tensor | None = None
+        self.full: torch.Tensor | None = None
+
+    def block(self) -> torch.Tensor:
+        """The whole block in float64 (R, C), the queries' own entries -inf."""
+        if self.full is None:
+            self.full = self.xa.double() @ self.xb.double().T
+            if self.diag is not None:
+                self.full[self.diag] = -torch.inf
+        return self.full
+
+    def __call__(self, i: torch.Tensor, j: torch.Tensor) -> np.ndarray:
+        if self.full is not None or \
+                len(i) * self._FULL > self.xa.shape[0] * self.xb.shape[0]:
+            return self.block()[i, j].cpu().numpy()
+        if self.a64 is None:
+            self.a64, self.b64 = self.xa.double(), self.xb.double()
+        out = [(self.a64[i[k:k + self._GATHER]] * self.b64[j[k:k + self._GATHER]]).sum(1)
+               for k in range(0, len(i), self._GATHER)]
+        return torch.cat(out).cpu().numpy()
+
+
+def _cut(parts, a: int, b: int):
+    return tuple(p[a:b] for p in parts)
+
+
+def _dense(exact: _Exact, lim, cols_g, gdup_t, by_row: bool):
+    """Where most of a block passes the s_hat threshold (nearly collapsed embeddings, ties),
+    the entries selected by their float64 values instead: those that may reach theta, less the
+    items that tie with a query's cap-th kept item and come after it (``Store.cut_g``). The
+    store checks the same conditions; this only spares extracting what it would drop.
+    ``by_row``: queries are the block's rows (else its columns). Returns (i, j) block indices."""
+    s64 = exact.block()
+    _, t64, cg, cd = lim
+    qdim = 0 if by_row else 1
+    m = s64 >= t64.unsqueeze(1 - qdim)
+    if gdup_t is not None and bool((cg >= 0).any()):
+        gp = torch.from_numpy(np.asarray(cols_g, np.int64)).to(s64.device)
+        gd = gdup_t[gp]
+        cgx, cdx = cg.unsqueeze(1 - qdim), cd.unsqueeze(1 - qdim)
+        gpx, gdx = gp.unsqueeze(qdim), gd.unsqueeze(qdim)
+        m &= ~((cgx >= 0) & (gdx == cdx) & (gpx > cgx))
+    return torch.nonzero(m, as_tuple=True)
+
+
+def _rows(s, lim, rows_q, cols_g, add, exact: _Exact, gdup_t=None) -> None:
+    """Entries of block ``s`` (rows: queries ``rows_q`` with limits ``lim``, see
+    ``_Thresholds``; columns: gallery ``cols_g``) that reach their row's threshold, with their
+    float64 values (``exact``)."""
+    t = lim[0]
     sp = _padded(s, 1)
     runs = sp.view(sp.shape[0], -1, _W)
     r, ch = torch.nonzero(runs.amax(2) >= t.unsqueeze(1), as_tuple=True)
+    if r.numel() * 4 > runs.shape[0] * runs.shape[1]:
+        i, j = _dense(exact, lim, cols_g, gdup_t, True)
+        if i.numel():
+            add(rows_q[i.cpu().numpy()], cols_g[j.cpu().numpy()],
+                exact.block()[i, j].cpu().numpy())
+        return
     if r.numel():
         p, e = torch.nonzero(runs[r, ch] >= t[r].unsqueeze(1), as_tuple=True)
-        vals = runs[r[p], ch[p], e]
-        add(rows_q[r[p].cpu().numpy()], cols_g[(ch[p] * _W + e).cpu().numpy()],
-            vals.cpu().numpy())
+        i, j = r[p], ch[p] * _W + e
+        add(rows_q[i.cpu().numpy()], cols_g[j.cpu().numpy()], exact(i, j))
 
 
-def _cols(s, t, cols_q, rows_g, add, skip: int = 0) -> None:
-    """Entries of block ``s`` read by column: column j is query ``cols_q[j]`` (threshold
-    ``t[j]``) against gallery ``rows_g``; the first ``skip`` columns are not read."""
+def _cols(s, lim, cols_q, rows_g, add, exact: _Exact, gdup_t=None, skip: int = 0) -> None:
+    """Entries of block ``s`` read by column: column j is query ``cols_q[j]`` (limits ``lim``,
+    see ``_Thresholds``) against gallery ``rows_g``; the first ``skip`` columns are not read."""
+    t, t64, cg, cd = lim
     if skip:
-        t = t.clone()
+        t, t64 = t.clone(), t64.clone()
         t[:skip] = torch.inf
+        t64[:skip] = torch.inf
     sp = _padded(s, 0)
     runs = sp.view(-1, _W, sp.shape[1])
     rc, col = torch.nonzero(runs.amax(1) >= t.unsqueeze(0), as_tuple=True)
+    if rc.numel() * 4 > runs.shape[0] * runs.shape[2]:
+        i, j = _dense(exact, (t, t64, cg, cd), rows_g, gdup_t, False)
+        if i.numel():
+            add(cols_q[j.cpu().numpy()], rows_g[i.cpu().numpy()],
+                exact.block()[i, j].cpu().numpy())
+        return
     if rc.numel():
         p, e = torch.nonzero(runs[rc, :, col] >= t[col].unsqueeze(1), as_tuple=True)
-        vals = runs[rc[p], e, col[p]]
-        add(cols_q[col[p].cpu().numpy()], rows_g[(rc[p] * _W + e).cpu().numpy()],
-            vals.cpu().numpy())
+        i, j = rc[p] * _W + e, col[p]
+        add(cols_q[j.cpu().numpy()], rows_g[i.cpu().numpy()], exact(i, j))

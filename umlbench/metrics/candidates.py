@@ -3,8 +3,9 @@
 A candidate pass selects, for each query, the gallery items with ``s_hat >= t[q]`` (self
 excluded), where the selecting value ``s_hat`` is within ``eps`` of the exact similarity (see
 ``exact.py``). Each selected item is stored with a value within ``eps_val`` of the exact one
-(the torch pass recomputes it in float64, so ``eps_val`` is ~1e-7 while ``eps`` is ~8e-3 for
-bf16). The caller's threshold comes from the query's own class (``engine.py``); when a query
+(the torch pass recomputes it in float64, so ``eps_val`` is ~1e-14 while ``eps`` is ~8e-3 for
+bf16, and it leaves out the items whose value cannot reach ``t[q] + eps``: nothing below that is
+ever counted, see ``ranks.py``). The caller's threshold comes from the query's own class (``engine.py``); when a query
 collects far more than the ``cap`` neighbours any metric needs (a badly trained model), its
 threshold is raised to what its ``cap``-th best item proves. Nothing that can reach rank ``cap``
 is ever dropped.
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["BUCKET", "MARGIN", "Candidates", "Emit", "Order", "Store", "collect_topk",
-           "sharded_search"]
+           "run_rank", "sharded_search"]
 
 MARGIN = 1e-9  # slack between a raised threshold and the values that justify it
 BUCKET = 8192  # queries per group where a backend has no natural grouping
@@ -37,8 +38,9 @@ _ORDER_CHUNK = 1 << 19  # candidates put in exact order at once when dropping ti
 class Candidates:
     """What a candidate pass leaves once every group has been handed over.
 
-    t: (Q,) float64: every gallery item other than the query itself whose selecting
-    approximation (within ``eps``) reaches ``t[q]`` was listed. pruned: (Q,) bool, True where
+    t: (Q,) float64: every gallery item other than the query itself whose exact similarity
+    reaches ``t[q] + eps`` was listed (with faiss: every item whose selecting approximation,
+    within ``eps``, reaches ``t[q]``). pruned: (Q,) bool, True where
     ``t`` was raised above the requested threshold; then at least ``cap[q]`` listed values are
     ``>= t[q] + eps + eps_val + MARGIN``. Listed values are within ``eps_val`` of the exact
     similarity. tie_pruned: (Q,) bool, True where listed items were dropped because ``cap[q]``
@@ -55,11 +57,19 @@ class Candidates:
 
 
 # Called once per group of queries whose candidates are complete: (members (m,) sorted query
-# indices, q (M,) query index, g (M,) gallery position, s (M,) float32 value, candidates).
+# indices, q (M,) query index, g (M,) gallery position, s (M,) float64 value, candidates).
 Emit = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Candidates], None]
-# Exact rank order of candidates (q (M,), g (M,), s (M,) float32 within ``eps_val``): a
+# Exact rank order of candidates (q (M,), g (M,), s (M,) float64 within ``eps_val``): a
 # permutation that groups them by query and puts each query's in rank order (``ranks.py``).
 Order = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def run_rank(v: np.ndarray) -> np.ndarray:
+    """Position of each entry of ``v`` (M,) (grouped: equal values consecutive) inside its run
+    of equal values, (M,) int64; linear, where searching each value costs M log M."""
+    idx = np.arange(len(v))
+    first = np.r_[True, v[1:] != v[:-1]] if len(v) else np.zeros(0, bool)
+    return idx - np.maximum.accumulate(np.where(first, idx, 0))
 
 
 def budget(cap: np.ndarray) -> np.ndarray:
@@ -73,10 +83,19 @@ class Store:
 
     def __init__(self, t: np.ndarray, cap: np.ndarray, eps: float, eps_val: float,
                  group_of: np.ndarray, emit: Emit, backend: str,
-                 order: Order | None = None) -> None:
+                 order: Order | None = None, gallery_dup: np.ndarray | None = None) -> None:
         self.info = Candidates(np.asarray(t, np.float64).copy(), np.zeros(len(t), bool), eps,
                                eps_val, backend, np.zeros(len(t), bool))
         self.order = order
+        # Where tie pruning kept a query's first cap items, its last kept item (gallery
+        # position cut_g, -1: none) and that item's row (duplicate id): a later item of the
+        # same row and a larger gallery position ties with it and ranks after it, beyond cap,
+        # so it is not stored at all (gallery_dup: (G,) ``exact.duplicate_ids`` of each
+        # gallery item's row).
+        self.gallery_dup = gallery_dup
+        self.cut_g = np.full(len(t), -1, np.int64)
+        self.cut_dup = np.zeros(len(t), np.int64)
+        self.has_cut = False
         self.t, self.pruned = self.info.t, self.info.pruned
         self.cap = np.maximum(np.asarray(cap, np.int64), 1)
         self.budget = budget(self.cap)
@@ -90,11 +109,26 @@ class Store:
         self.size = 0
         self.limit = _BASE_LIMIT
         self.version = 0  # counts raises of thresholds, so that readers know to refresh
+        # Per query: candidates held, and the count at which its group is next cut down. With
+        # an exact order, a group is cut down as soon as one of its queries passes its budget,
+        # so that its raised threshold and tie cut (``cut_g``) filter the rest of the pass
+        # early instead of after millions of entries.
+        self.count = np.zeros(len(t), np.int64)
+        self.next_check = self.budget.copy()
 
     def add(self, q: np.ndarray, g: np.ndarray, s: np.ndarray) -> None:
         if not len(q):
             return
-        q, g, s = q.astype(np.int32), g.astype(np.int32), s.astype(np.float32)
+        # float64 values: the torch pass stores them within ~1e-14, which float32 would lose.
+        q, g, s = q.astype(np.int32), g.astype(np.int32), s.astype(np.float64)
+        if self.has_cut:
+            cg = self.cut_g[q]
+            beyond = (g > cg) & (cg >= 0) & (self.gallery_dup[g] == self.cut_dup[q])
+            if beyond.any():
+                keep = ~beyond
+                q, g, s = q[keep], g[keep], s[keep]
+                if not len(q):
+                    return
         grp = self.group_of[q]
         lo, hi = int(grp.min()), int(grp.max())
         if lo == hi:
@@ -107,15 +141,43 @@ class Store:
                     sel = order[a:e]
                     self.chunks[lo + k].append((q[sel], g[sel], s[sel]))
         self.size += len(q)
+        if self.order is not None:
+            qlo = int(q.min())
+            c = np.bincount(q - qlo)  # a block's queries: a short range
+            span = slice(qlo, qlo + len(c))
+            self.count[span] += c
+            hit = np.flatnonzero((self.count[span] > self.next_check[span]) & (c > 0)) + qlo
+            for b in np.unique(self.group_of[hit]).tolist():
+                self._compact_group(b)
         if self.size > self.limit:
             self._compact()
             self.limit = 2 * self.size + _BASE_LIMIT
+
+    def _compact_group(self, b: int) -> None:
+        """Cut group ``b`` down now (one of its queries passed its next check)."""
+        q, g, s = self._part(b)
+        self.size -= len(q)
+        shrunk = self._shrink(q, g, s)
+        if shrunk is not None:
+            self.chunks[b] = [shrunk]
+            self.version += 1
+            q = shrunk[0]
+        self.size += len(q)
+        m = self.members[b]
+        self.count[m] = 0
+        if len(q):
+            qlo = int(q.min())
+            c = np.bincount(q - qlo)
+            self.count[qlo:qlo + len(c)] += c
+        # Checked again after another budget's worth: queries that stay over it (ties kept
+        # without an order) cost one cut per budget of new entries, not one per add.
+        self.next_check[m] = np.maximum(self.count[m], self.budget[m]) + self.budget[m]
 
     def _part(self, b: int):
         c = self.chunks[b]
         if not c:
             e = np.zeros(0, np.int32)
-            return e, e, np.zeros(0, np.float32)
+            return e, e, np.zeros(0, np.float64)
         if len(c) > 1:
             c[:] = [tuple(np.concatenate([x[i] for x in c]) for i in range(3))]
         return c[0]
@@ -139,7 +201,7 @@ class Store:
         if not over.any():
             return None
         vals = s[over[q]].astype(np.float64)
-        if complete and vals.max() - vals.min() <= self.eps + self.eps_val + MARGIN:
+        if complete and vals.max() - vals.min() <= 2 * self.eps_val + MARGIN:
             pass  # one tie (thresholds no longer matter): raising could not drop anything
         else:
             keep = self._raise(q, s, over)
@@ -156,16 +218,21 @@ class Store:
         """Raise the thresholds of the over-budget queries to what their cap-th best value
         proves; returns the mask of items to keep."""
         sel = np.flatnonzero(over[q])
-        order = sel[np.lexsort((-s[sel], q[sel]))]
-        qs = q[order]
+        # Grouped by query (one integer sort), then each query's cap-th best value by partition:
+        # a sort on (query, value) of millions of near-ties costs several times more.
+        sel = sel[np.argsort(q[sel], kind="stable")]
         idx = np.flatnonzero(over)
-        kth = s[order][np.searchsorted(qs, idx) + self.cap[idx] - 1].astype(np.float64)
+        cuts = np.searchsorted(q[sel], idx).tolist() + [len(sel)]
+        vals = -s[sel]
+        kth = np.array([-np.partition(vals[a:e], c - 1)[c - 1] for a, e, c in
+                        zip(cuts[:-1], cuts[1:], self.cap[idx].tolist())], np.float64)
         new = kth - self.eps_val - self.eps - MARGIN
         up = new > self.t[idx]
         self.t[idx[up]] = new[up]
         self.pruned[idx[up]] = True
-        # Keep every item whose selecting value may reach the new threshold.
-        return s.astype(np.float64) >= self.t[q] - self.eps - self.eps_val
+        # Keep every item whose exact value may reach theta = t + eps: ranks.py counts nothing
+        # below it (every item above a counted relevant item lies above it too).
+        return s >= self.t[q] + self.eps - self.eps_val
 
     def _by_rank(self, q, g, s, over) -> np.ndarray:
         """Mask of the items to keep: all of the queries not ``over``; of the others, the first
@@ -181,8 +248,13 @@ class Store:
             part = sel[a:e]
             perm = part[self.order(q[part], g[part], s[part])]
             qs = q[perm]
-            rank = np.arange(len(perm)) - np.searchsorted(qs, qs, "left")
+            rank = run_rank(qs)
             keep[perm[rank < self.cap[qs]]] = True
+            if self.gallery_dup is not None:
+                last = perm[rank == self.cap[qs] - 1]  # each over-budget query's cap-th item
+                self.cut_g[q[last]] = g[last]
+                self.cut_dup[q[last]] = self.gallery_dup[g[last]]
+                self.has_cut = True
         self.info.tie_pruned[np.flatnonzero(over)] = True
         return keep
 

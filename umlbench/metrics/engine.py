@@ -219,8 +219,8 @@ def _search(searcher: Searcher, x, p: _Problem, spec: MetricSpec, cap, need_ds, 
                 out[m][members] = v
         covered[members] = rk.covered_ds
 
-    order = exact_rank_order(x, p.qrow, p.grow, dup, searcher.eps, norm_sq)
-    searcher.candidates(p.qrow, p.grow, p.self_pos, t, cap, emit, order)
+    order = exact_rank_order(x, p.qrow, p.grow, dup, searcher.eps_val, norm_sq)
+    searcher.candidates(p.qrow, p.grow, p.self_pos, t, cap, emit, order, dup[p.grow])
     return uni, own, covered
 
 

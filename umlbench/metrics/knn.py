@@ -68,6 +68,10 @@ class Searcher:
         self.kind = backend
         self.backend = f"torch-{self.mode}" if backend.startswith("torch") else backend
         self.eps = dot_error_bound(x.shape[1], self.mode, norm_sq)
+        # Bound on the stored values: the torch pass recomputes them in float64, faiss stores
+        # its own.
+        self.eps_val = dot_error_bound(x.shape[1], "fp64", norm_sq) \
+            if backend.startswith("torch") else self.eps
         self._xt: torch.Tensor | None = None
 
     @property
@@ -87,13 +91,16 @@ class Searcher:
 
     def candidates(self, qrow: np.ndarray, grow: np.ndarray, self_pos: np.ndarray,
                    t: np.ndarray, cap: np.ndarray, emit: Emit,
-                   order: Order | None = None) -> Candidates:
+                   order: Order | None = None,
+                   gallery_dup: np.ndarray | None = None) -> Candidates:
         """Every gallery item selected at threshold ``t`` per query, handed to ``emit`` group
-        by group (``candidates.Store``; ``order`` lets the torch pass drop ties beyond cap)."""
+        by group (``candidates.Store``; ``order`` lets the torch pass drop ties beyond cap,
+        ``gallery_dup`` (G,) the duplicate ids of the gallery rows lets it skip them early)."""
         if self.kind.startswith("torch"):
             return blockpass.collect_blocks(self.xt, qrow, grow, self_pos, t, cap, self.mode,
                                             self.norm_sq, emit, block=self.block,
-                                            progress=self.progress, order=order)
+                                            progress=self.progress, order=order,
+                                            gallery_dup=gallery_dup)
         gallery = np.ascontiguousarray(self.x[grow])
         search = sharded_search(self._shard_fn(gallery), len(gallery), K_LIMIT[self.kind] or
                                 len(gallery))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from umlbench.metrics.candidates import Candidates
+from umlbench.metrics.candidates import Candidates, run_rank
 from umlbench.metrics.exact import (compare_to_value, dot_error_bound, duplicate_ids,
                                     exact_dots_scaled, ref_dots)
 
@@ -140,7 +140,7 @@ def relevant_ranks(x: np.ndarray, members: np.ndarray, q: np.ndarray, g: np.ndar
     lr = loc[ri]
     order = np.argsort(lr * (above.max(initial=0) + 1) + above, kind="stable")
     lr, above, above_ds = lr[order], above[order], above_ds[order]
-    j = np.arange(len(lr)) - np.searchsorted(lr, lr, "left") + 1
+    j = run_rank(lr) + 1
     return Ranks(lr, j, j + above, j + above_ds, covered_ds)
 
 
@@ -152,14 +152,10 @@ def exact_rank_order(x: np.ndarray, qrow: np.ndarray, grow: np.ndarray, dup: np.
     eps64 = dot_error_bound(x.shape[1], "fp64", norm_sq)
 
     def order(q: np.ndarray, g: np.ndarray, s: np.ndarray) -> np.ndarray:
-        # One sort on (query, value descending): float32 bits made order-preserving as
-        # unsigned integers, below the query's rank among those present.
-        bits = np.ascontiguousarray(s, np.float32).view(np.uint32).astype(np.uint64)
-        bits = np.where(bits >> 31, bits ^ 0xFFFFFFFF, bits | 0x80000000)  # ascending in s
-        uq, q_local = np.unique(q, return_inverse=True)
-        o = np.argsort((q_local.reshape(-1).astype(np.uint64) << np.uint64(32))
-                       | (np.uint64(0xFFFFFFFF) - bits))
-        s = s.astype(np.float64)
+        # (query, value descending): float64 values, so that the order of values ~1e-14 apart
+        # (the torch pass's stored values) is kept.
+        s = np.asarray(s, np.float64)
+        o = np.lexsort((-s, q))
         qo, so = q[o], s[o]
         # float64 subtraction of two floats in [-1.01, 1.01] adds at most one rounding.
         new = np.r_[True, (qo[1:] != qo[:-1])
