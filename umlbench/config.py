@@ -353,7 +353,8 @@ class ProtocolConfig:
     # fewshot adaptation, as the official scripts by default (see protocols/fewshot_adapt.py):
     # support images augmented at every step | cached un-augmented features
     finetune_support: str = "augmented"
-    finetune_views: int = num(0, ge=0)  # augmented: 0 = fresh every step; N = N views per image, drawn
+    # augmented: 0 = fresh every step; N = N views per image, drawn
+    finetune_views: int = num(0, ge=0)
     finetune_sampler: str = "replacement"  # replacement (class_random_sampler) | unique
     finetune_miner: str = "official"  # official (batchminer/distance.py) | pml
     # fewshot NMI/F1: k = number of support classes (official) | query classes
@@ -371,6 +372,7 @@ class ProtocolConfig:
         _check_choice("protocol.finetune_sampler", self.finetune_sampler, FINETUNE_SAMPLERS)
         _check_choice("protocol.finetune_miner", self.finetune_miner, FINETUNE_MINERS)
         _check_choice("protocol.fewshot_clusters", self.fewshot_clusters, FEWSHOT_CLUSTERS)
+        # Also built directly (dataclasses.replace), where from_dict's range check does not run.
         if not isinstance(self.finetune_views, int) or self.finetune_views < 0:
             raise UserError(f"protocol.finetune_views must be an integer >= 0, got "
                             f"{self.finetune_views!r}")
