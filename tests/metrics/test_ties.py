@@ -16,6 +16,7 @@ import torch
 from tests.metrics.reference import brute_force, exact_ints, exact_sims, unit_rows
 from umlbench.metrics import MetricSpec, evaluate
 from umlbench.metrics import candidates as candidates_mod
+from umlbench.metrics import dedup as dedup_mod
 
 KS = (1, 2, 4, 8)
 METRICS = ([f"recall@{k}" for k in KS] + ["precision@1", "r_precision", "map@r", "map@1000"])
@@ -74,6 +75,24 @@ def store_limit(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["dedup", "candidates"])
+def path(request, monkeypatch):
+    """Both ways the engine ranks copies: counting per distinct row (``dedup.py``, taken when
+    there are few distinct rows) and the candidate pass (taken otherwise, e.g. when only part of
+    the rows are copies). Yields the path and the list of inputs that took the dedup path."""
+    taken = []
+    real = dedup_mod.relevant_ranks_dedup
+
+    def counted(*a, **k):
+        taken.append(len(a[2]))
+        return real(*a, **k)
+
+    monkeypatch.setattr(dedup_mod, "relevant_ranks_dedup", counted)
+    if request.param == "candidates":
+        monkeypatch.setattr(dedup_mod, "worthwhile", lambda *a: False)
+    return request.param, taken
+
+
 @pytest.fixture
 def tie_drops(monkeypatch):
     """Counts the calls that drop ties beyond cap."""
@@ -88,7 +107,7 @@ def tie_drops(monkeypatch):
     return calls
 
 
-def test_identical_rows_rank_by_gallery_index(store_limit, tie_drops):
+def test_identical_rows_rank_by_gallery_index(store_limit, tie_drops, path):
     n = 2500  # more than the 2 * 1000 + 64 candidates MAP@1000's depth lets a query keep
     rng = np.random.default_rng(0)
     protos = rng.normal(size=(1, 32))
@@ -99,10 +118,19 @@ def test_identical_rows_rank_by_gallery_index(store_limit, tie_drops):
     res = evaluate(protos[proto_of], labels, datasets, metrics=SPEC)
     _check(res, lambda d: prototype_reference(protos, proto_of, labels, datasets, ones, ones, d),
            datasets)
-    assert tie_drops[0] > 0 or not store_limit  # the tiny store surely drops ties
+    _check_path(path, tie_drops, store_limit)
 
 
-def test_mixed_tie_groups_with_separate_queries(store_limit, tie_drops):
+def _check_path(path, tie_drops, store_limit):
+    name, taken = path
+    if name == "dedup":
+        assert taken and tie_drops[0] == 0  # counted per distinct row, no candidate store
+    else:
+        assert not taken
+        assert tie_drops[0] > 0 or not store_limit  # the tiny store surely drops ties
+
+
+def test_mixed_tie_groups_with_separate_queries(store_limit, tie_drops, path):
     """Groups of identical rows, prototypes a rounding apart (float64 cannot order them) and
     prototypes with permuted coordinates (distinct rows, exactly equal similarities)."""
     rng = np.random.default_rng(1)
@@ -127,7 +155,7 @@ def test_mixed_tie_groups_with_separate_queries(store_limit, tie_drops):
                        metrics=MetricSpec.from_names(names))
         _check(res, lambda d: prototype_reference(protos, proto_of, labels, datasets, is_q,
                                                   is_g, d), datasets, names)
-    assert tie_drops[0] > 0 or not store_limit  # the tiny store surely drops ties
+    _check_path(path, tie_drops, store_limit)
 
 
 @pytest.mark.parametrize("backend", ["torch-fp32", "torch-bf16x3", "faiss-cpu"])
@@ -162,7 +190,7 @@ def test_near_collapsed_rows_match_brute_force_and_pml(backend, store_limit):
                                                    abs=0.02)
 
 
-def test_memory_of_identical_rows_stays_bounded():
+def test_memory_of_identical_rows_stays_bounded(path):
     """3,000 identical rows: the pair list of the old resolution grew with the cube of the tie
     group (1,000 rows took > 6 GB); counting keeps the arrays to a few times the candidates."""
     n = 3000
@@ -213,3 +241,110 @@ def test_identical_rows_form_one_cluster():
     assert res.universal["nmi"] == 0.0
     assert res.universal["f1"] == pytest.approx(pairwise_f1_bruteforce(labels, np.zeros(n)),
                                                 rel=1e-12)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_copies_of_a_few_rows_match_brute_force_per_query(path, normalize):
+    """Per-query terms on copies of a few prototypes, both ways (``path``): raw dot products
+    where another row outscores the query's own, distinct rows with exactly equal similarity
+    (permuted coordinates), query-only and gallery-only rows, three datasets."""
+    from tests.metrics.reference import brute_force_terms
+
+    rng = np.random.default_rng(6)
+    # Integer rows of norm 3: unit rows are the same values permuted, so the exact dots of
+    # row 2 (its first two coordinates equal) with rows 0 and 3 (those two swapped) are equal.
+    protos = np.zeros((5, 8))
+    protos[0, :3] = 1, 2, 2
+    protos[1] = 3 * protos[0]  # raw dot: outscores row 0's copies for their own queries
+    protos[2, :3] = 2, 2, 1
+    protos[3, :3] = 2, 1, 2
+    protos[4] = rng.normal(size=8)
+    n = 240
+    proto_of = rng.choice(5, n, p=[0.4, 0.2, 0.2, 0.1, 0.1])
+    emb = protos[proto_of]
+    labels = rng.integers(0, 4, n)
+    datasets = np.array(["u", "v", "w"])[rng.integers(0, 3, n)]
+    is_q = rng.random(n) < 0.7
+    is_g = ~is_q | (rng.random(n) < 0.6)
+    res = evaluate(emb, labels, datasets, is_q, is_g, metrics=SPEC, normalize=normalize)
+    for scope in (None, "u", "v", "w"):
+        rows, ref, _ = brute_force_terms(emb, labels, datasets, is_q, is_g, KS, scope,
+                                         unit=normalize)
+        got = res.per_query["universal" if scope is None else scope]
+        assert np.array_equal(got.rows, rows), scope
+        for m in METRICS:
+            assert np.allclose(got.values[m], ref[m], rtol=0, atol=1e-12), (scope, m)
+    assert bool(path[1]) == (path[0] == "dedup")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("held", [-1, 100_000, 10**9], ids=["one-way", "banded", "symmetric"])
+def test_column_horizon_bounds_memory_with_the_same_terms(monkeypatch, threads, held):
+    """The torch pass lets a block's columns serve only the next few blocks when the store
+    would otherwise hold more than ``HELD_ENTRIES`` (later blocks read those rows themselves):
+    the same exact terms whether every block reads one way (-1), a band of one block (a
+    (query, gallery) budget of 2,064 + 32 per query of a 32-row block: 67,072 entries) or the
+    whole symmetric pass; query-only and gallery-only rows, two datasets."""
+    from tests.metrics.reference import brute_force_terms
+    from umlbench.metrics import blockpass
+
+    monkeypatch.setattr(blockpass, "HELD_ENTRIES", held)
+    seen = []
+    real = blockpass.collect_blocks
+
+    def spy(*a, **k):
+        info = real(*a, **k)
+        seen.append(info.horizon)
+        return info
+
+    monkeypatch.setattr(blockpass, "collect_blocks", spy)
+    rng = np.random.default_rng(7)
+    n = 320
+    emb = (1 + 0.01 * rng.normal(size=(n, 16))).astype(np.float32)
+    emb[: n // 3] = rng.normal(size=(4, 16))[rng.integers(0, 4, n // 3)]  # copies and ties
+    labels = rng.integers(0, 6, n)
+    datasets = np.array(["p", "q"])[rng.integers(0, 2, n)]
+    is_q = rng.random(n) < 0.8
+    is_g = ~is_q | (rng.random(n) < 0.7)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        res = evaluate(emb, labels, datasets, is_q, is_g, metrics=SPEC, chunk_size=32,
+                       backend="torch-bf16")
+    finally:
+        torch.set_num_threads(old)
+    for scope in (None, "p", "q"):
+        rows, ref, _ = brute_force_terms(emb, labels, datasets, is_q, is_g, KS, scope)
+        got = res.per_query["universal" if scope is None else scope]
+        assert np.array_equal(got.rows, rows), scope
+        for m in METRICS:
+            assert np.allclose(got.values[m], ref[m], rtol=0, atol=1e-12), (scope, m)
+    h = seen[0]  # the universal pass
+    blocks = np.arange(len(h))
+    if held < 0:
+        assert np.array_equal(h, blocks)
+    elif held < 10**9:
+        # The first block serves one more (no rate seen yet), so blocks 2.. read its rows;
+        # later blocks serve as far as the rate seen projects the store to fit.
+        assert h[0] == 1 and (h >= blocks).all(), h
+    else:
+        assert (h == len(h) - 1).all(), h
+
+
+@pytest.mark.parametrize("pad", [1, 7, 1 << 22])
+def test_kth_largest_per_query_equals_sorting(monkeypatch, pad):
+    """The store's threshold raise reads each over-budget query's k-th largest value from a
+    padded matrix, a slice of queries at a time (``pad`` entries): equal to sorting each."""
+    from umlbench.metrics.candidates import _kth_largest
+
+    monkeypatch.setattr(candidates_mod, "_PAD_ENTRIES", pad)
+    rng = np.random.default_rng(8)
+    for _ in range(50):
+        idx = np.sort(rng.choice(100, int(rng.integers(1, 30)), replace=False))
+        counts = rng.integers(1, 40, len(idx))
+        k = np.array([rng.integers(1, c + 1) for c in counts])
+        q = np.repeat(idx, counts)
+        s = rng.normal(size=len(q))
+        s[rng.random(len(q)) < 0.3] = 0.5  # ties
+        ref = [np.sort(s[q == i])[::-1][kk - 1] for i, kk in zip(idx, k)]
+        assert np.array_equal(_kth_largest(q, s, idx, k), ref)

@@ -38,6 +38,7 @@ __all__ = ["collect_blocks", "cpu_has_bf16", "intra_op_threads", "matmul_precisi
 
 DEFAULT_BLOCK = (512, 1024)  # (query rows, gallery columns) per matmul: S stays in L2
 _W = 64  # a block is scanned through maxima over runs of _W rows / columns
+HELD_ENTRIES = 1 << 23  # candidates (16 B each) the symmetric pass may leave waiting
 
 
 def cpu_has_bf16() -> bool:
@@ -187,6 +188,35 @@ def collect_blocks(
         with lock:
             store.add(q, g, v)
 
+    # Memory: a Z block's columns serve the queries of later blocks, which hold those
+    # candidates until their own sweep. Serving every later block halves the matmuls, but when
+    # each query collects up to its cap (ties, collapsed embeddings, deep metrics on large
+    # classes) the store then holds the whole table's worth. So block i serves only the blocks
+    # up to horizon[i], decided when it starts: all of them while the rate of entries per
+    # served pair seen so far keeps the projected store under HELD_ENTRIES, else the next
+    # h_max blocks (the worst case fits); a later block reads the gallery rows of the blocks
+    # whose columns did not reach it as rows of its own.
+    horizon = np.full(n_z, -1, np.int64)
+    budget_max = float(store.budget[zq].max(initial=1)) + bq if len(zq) else 1.0
+    h_max = max(0, int(HELD_ENTRIES // (bq * budget_max)))
+    col_stats = [0, 0]  # entries offered by column reads, (query, gallery row) pairs served
+
+    def add_col(q, g, v):
+        with lock:
+            col_stats[0] += len(q)
+        add(q, g, v)
+
+    def decide(i: int) -> None:
+        """horizon[i], when Z block i starts (under the lock, in block order)."""
+        limited = min(n_z - 1, i + h_max)
+        if col_stats[1]:
+            rate = col_stats[0] / col_stats[1]
+            later = len(zq) - z_blocks[i][1]
+            projected = store.size + later * min(rate * len(zq), budget_max)
+            horizon[i] = n_z - 1 if projected <= HELD_ENTRIES else limited
+        else:
+            horizon[i] = limited
+
     def sweep(item):
         """One row block against every gallery block it needs (module docstring)."""
         i, a, b = item
@@ -203,11 +233,21 @@ def collect_blocks(
                 return
             ra = operand(xz[a:b], mode)
             mine = active[zq[a:b]].any()
+            end_h = z_blocks[horizon[i]][1]  # columns serve queries b .. end_h
+            if mine:  # earlier blocks whose columns stopped short of this one: as rows
+                for c0, c1 in _spans([z_blocks[k] for k in range(i) if horizon[k] < i]):
+                    for c in range(c0, c1, bg):
+                        d = min(c + bg, c1)
+                        s = ra @ operand(xz[c:d], mode, 1).T
+                        _rows(s, _cut(th.get().z, a, b), zq[a:b], zg[c:d], add,
+                              _Exact(xz[a:b], xz[c:d]), gdup_t)
             # Rows serve queries a..b against gallery c..d (c >= a); columns serve queries c..d
-            # against gallery a..b where the rows of their own block will not (c..d beyond b).
-            for c in range(a if mine else b, len(zq), bg):
+            # against gallery a..b where the rows of their own block will not (beyond b, up
+            # to end_h).
+            for c in range(a if mine else b, len(zq) if mine else end_h, bg):
                 d = min(c + bg, len(zq))
-                cols = d > b and active[zq[max(c, b):d]].any()
+                hi = min(d, end_h)
+                cols = hi > max(c, b) and active[zq[max(c, b):hi]].any()
                 if not (mine or cols):
                     continue
                 s = ra @ operand(xz[c:d], mode, 1).T
@@ -220,8 +260,10 @@ def collect_blocks(
                 if mine:
                     _rows(s, _cut(th.get().z, a, b), zq[a:b], zg[c:d], add, ex, gdup_t)
                 if cols:
-                    _cols(s, _cut(th.get().z, c, d), zq[c:d], zg[a:b], add, ex, gdup_t,
-                          skip=max(0, b - c))
+                    with lock:
+                        col_stats[1] += (b - a) * (hi - max(c, b))
+                    _cols(s, _cut(th.get().z, c, d), zq[c:d], zg[a:b], add_col, ex, gdup_t,
+                          skip=max(0, b - c), stop=hi - c)
             if mine:
                 for c, d in go_blocks:
                     s = ra @ operand(xgo[c:d], mode, 1).T
@@ -247,13 +289,27 @@ def collect_blocks(
     # One worker per thread, each running single-threaded torch ops: independent streams of
     # blocks instead of a barrier in every small op (which stalls on a busy machine).
     workers = max(1, torch.get_num_threads()) if dev.type == "cpu" else 1
+    ticket = [0]
+
+    def worker():
+        while True:
+            with lock:  # items are taken, and horizons decided, in block order
+                k = ticket[0]
+                if k >= len(items):
+                    return
+                ticket[0] += 1
+                if items[k][0] < n_z:
+                    decide(items[k][0])
+            run(items[k])
+
     with matmul_precision(mode, dev), intra_op_threads(1 if workers > 1 else None):
         if workers == 1:
-            for item in items:
-                run(item)
+            worker()
         else:
             with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(run, items))
+                for f in [pool.submit(worker) for _ in range(workers)]:
+                    f.result()
+    store.info.horizon = horizon
     return store.finish()
 
 
@@ -276,6 +332,17 @@ def thresholds(t: np.ndarray, dev: torch.device) -> torch.Tensor:
     low = t32.astype(np.float64) > t
     t32[low] = np.nextafter(t32[low], np.float32(-np.inf))
     return torch.from_numpy(t32).to(dev)
+
+
+def _spans(blocks: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Consecutive (start, stop) ranges merged: [(0, 4), (4, 8), (12, 16)] -> [(0, 8), (12, 16)]."""
+    out: list[tuple[int, int]] = []
+    for a, b in blocks:
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
 
 
 def _padded(s: torch.Tensor, dim: int) -> torch.Tensor:
@@ -364,14 +431,19 @@ def _rows(s, lim, rows_q, cols_g, add, exact: _Exact, gdup_t=None) -> None:
         add(rows_q[i.cpu().numpy()], cols_g[j.cpu().numpy()], exact(i, j))
 
 
-def _cols(s, lim, cols_q, rows_g, add, exact: _Exact, gdup_t=None, skip: int = 0) -> None:
+def _cols(s, lim, cols_q, rows_g, add, exact: _Exact, gdup_t=None, skip: int = 0,
+          stop: int | None = None) -> None:
     """Entries of block ``s`` read by column: column j is query ``cols_q[j]`` (limits ``lim``,
-    see ``_Thresholds``) against gallery ``rows_g``; the first ``skip`` columns are not read."""
+    see ``_Thresholds``) against gallery ``rows_g``; only columns ``skip`` .. ``stop`` are
+    read."""
     t, t64, cg, cd = lim
-    if skip:
+    stop = s.shape[1] if stop is None else stop
+    if skip or stop < s.shape[1]:
         t, t64 = t.clone(), t64.clone()
         t[:skip] = torch.inf
         t64[:skip] = torch.inf
+        t[stop:] = torch.inf
+        t64[stop:] = torch.inf
     sp = _padded(s, 0)
     runs = sp.view(-1, _W, sp.shape[1])
     rc, col = torch.nonzero(runs.amax(1) >= t.unsqueeze(0), as_tuple=True)

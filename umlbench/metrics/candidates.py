@@ -32,6 +32,7 @@ BUCKET = 8192  # queries per group where a backend has no natural grouping
 _BASE_LIMIT = 1 << 22  # stored entries before the first check for over-budget queries
 BUDGET_SLACK = 64  # a query may hold 2 * cap + BUDGET_SLACK candidates before pruning
 _ORDER_CHUNK = 1 << 19  # candidates put in exact order at once when dropping ties
+_PAD_ENTRIES = 1 << 22  # padded (query, value) matrix entries partitioned at once
 
 
 @dataclass
@@ -54,6 +55,9 @@ class Candidates:
     eps_val: float
     backend: str
     tie_pruned: np.ndarray | None = None
+    # torch pass: per block of queries that are gallery items, the last block its columns
+    # served (``blockpass.collect_blocks``; the block itself: read one way).
+    horizon: np.ndarray | None = None
 
 
 # Called once per group of queries whose candidates are complete: (members (m,) sorted query
@@ -70,6 +74,31 @@ def run_rank(v: np.ndarray) -> np.ndarray:
     idx = np.arange(len(v))
     first = np.r_[True, v[1:] != v[:-1]] if len(v) else np.zeros(0, bool)
     return idx - np.maximum.accumulate(np.where(first, idx, 0))
+
+
+def _kth_largest(q: np.ndarray, s: np.ndarray, idx: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """The ``k[i]``-th largest of the values ``s`` of query ``idx[i]`` ((M,) entries grouped by
+    query ``q``, every query of ``idx`` holding at least ``k[i]``): (len(idx),) float64.
+
+    The queries' values are laid out as rows of a padded matrix, a slice of rows at a time, and
+    partitioned along the rows by one call per distinct k, instead of one call per query."""
+    counts = np.bincount(q, minlength=int(idx[-1]) + 1)[idx] if len(idx) else idx
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    col = np.arange(len(q)) - np.repeat(starts, counts)
+    out = np.empty(len(idx), np.float64)
+    width = int(counts.max(initial=1))
+    step = max(1, _PAD_ENTRIES // width)
+    for a in range(0, len(idx), step):
+        b = min(a + step, len(idx))
+        lo, hi = starts[a], starts[b - 1] + counts[b - 1]
+        pad = np.full((b - a, int(counts[a:b].max())), np.inf)
+        pad[np.repeat(np.arange(b - a), counts[a:b]), col[lo:hi]] = -s[lo:hi]
+        ks = k[a:b]
+        for kk in np.unique(ks).tolist():
+            rows = np.flatnonzero(ks == kk)
+            part = pad if len(rows) == b - a else pad[rows]
+            out[a + rows] = -np.partition(part, kk - 1, axis=1)[:, kk - 1]
+    return out
 
 
 def budget(cap: np.ndarray) -> np.ndarray:
@@ -222,10 +251,7 @@ class Store:
         # a sort on (query, value) of millions of near-ties costs several times more.
         sel = sel[np.argsort(q[sel], kind="stable")]
         idx = np.flatnonzero(over)
-        cuts = np.searchsorted(q[sel], idx).tolist() + [len(sel)]
-        vals = -s[sel]
-        kth = np.array([-np.partition(vals[a:e], c - 1)[c - 1] for a, e, c in
-                        zip(cuts[:-1], cuts[1:], self.cap[idx].tolist())], np.float64)
+        kth = _kth_largest(q[sel], s[sel], idx, self.cap[idx])
         new = kth - self.eps_val - self.eps - MARGIN
         up = new > self.t[idx]
         self.t[idx[up]] = new[up]

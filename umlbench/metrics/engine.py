@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from umlbench.errors import UserError
-from umlbench.metrics import retrieval
+from umlbench.metrics import dedup, retrieval
 from umlbench.metrics.exact import duplicate_ids, normalise
 from umlbench.metrics.knn import Searcher
 from umlbench.metrics.ranks import exact_rank_order, relevant_ranks
@@ -224,6 +224,21 @@ def _search(searcher: Searcher, x, p: _Problem, spec: MetricSpec, cap, need_ds, 
     return uni, own, covered
 
 
+def _search_dedup(x, p: _Problem, spec: MetricSpec, need, norm_sq, dup):
+    """Per-query scores of every query of ``p`` by counting per distinct row (``dedup.py``)."""
+    r, freq = p.relevant_counts()
+    out = {m: np.zeros(len(p.qrow)) for m in spec.retrieval_names}
+
+    def consume(queries, owner, pos, j):
+        got = _scores(owner, pos, j, r[queries], freq[queries], len(queries), spec)
+        for m, v in got.items():
+            out[m][queries] = v
+
+    dedup.relevant_ranks_dedup(x, dup, p.qrow, p.self_pos, p.qcls, p.grow, p.gcls, need,
+                               norm_sq, consume)
+    return out
+
+
 def evaluate(
     embeddings: np.ndarray,
     labels: np.ndarray,
@@ -315,7 +330,18 @@ def evaluate(
     need_ds = np.minimum(np.maximum(need, own_k), np.maximum(avail_ds, 1))
     uni = {m: np.zeros(len(qrows)) for m in scored.retrieval_names}
     per = {m: np.zeros(len(qrows)) for m in scored.retrieval_names}
-    if names:
+    if names and dedup.worthwhile(dup, np.arange(len(x)), qrows, prob.qcls):
+        # Few distinct rows (a collapsed model): rank by counting per distinct row.
+        if universal:
+            uni = _search_dedup(x, prob, scored, np.maximum(need, need_ds), norm_sq, dup)
+        if per_dataset:
+            for d in np.unique(prob.qds):
+                qi = np.flatnonzero(prob.qds == d)
+                sub = _Problem.build(qrows[qi], grows[prob.gds == d], cls, ds_code)
+                got = _search_dedup(x, sub, scored, need_ds[qi], norm_sq, dup)
+                for m in scored.retrieval_names:
+                    per[m][qi] = got[m]
+    elif names:
         todo = np.ones(len(qrows), bool)
         if universal:
             uni, own, covered = _search(searcher, x, prob, scored, np.maximum(need, need_ds),
