@@ -8,8 +8,9 @@ ENGINE:
     gemm            plain float32 matmul over all N x N pairs in blocks (the floor an fp32
                     search cannot beat; no selection, no metrics)
     umlbench        P@1, R-Precision, MAP@R on the universal pool (what PML computes), default
-                    backend (bf16x3 candidate pass where the CPU has bf16 units)
+                    backend (the candidate pass in the precision a short probe finds faster)
     umlbench-fp32   the same with the IEEE float32 candidate pass
+    umlbench-bf16x3 the same with the split-bf16 candidate pass (needs bf16 units to be fast)
     faiss           the same with faiss.knn as the candidate search
     pml             pytorch-metric-learning's AccuracyCalculator, same three metrics
     umlbench-full   every metric, per dataset and universal (NMI/F1 included)
@@ -86,6 +87,7 @@ def main(engine: str, n: int, dim: int) -> None:
         from umlbench.metrics import MetricSpec, evaluate
 
         backend = {"umlbench-fp32": "torch-fp32", "faiss": "faiss-cpu",
+                   "umlbench-bf16x3": "torch-bf16x3",
                    "umlbench-full-fp32": "torch-fp32"}.get(engine)
         if engine.startswith("umlbench-full"):  # per dataset + universal, every metric
             res = evaluate(emb, labels, datasets, is_q, is_g, backend=backend)

@@ -25,7 +25,7 @@ import pytest
 SIZES = [int(s) for s in os.environ.get("UMLBENCH_BENCH_N", "50000").split(",") if s]
 DIM = int(os.environ.get("UMLBENCH_BENCH_DIM", "128"))
 FULL = int(os.environ.get("UMLBENCH_BENCH_FULL", "0"))
-ENGINES = ["gemm", "umlbench", "umlbench-fp32", "pml"] + \
+ENGINES = ["gemm", "umlbench", "umlbench-fp32", "umlbench-bf16x3", "pml"] + \
     (["umlbench-full"] if FULL else []) + (["umlbench-full-fp32"] if FULL > 1 else [])
 HERE = Path(__file__).parent
 THREE = ("precision@1", "r_precision", "map@r")
@@ -54,7 +54,7 @@ def test_engine(benchmark, engine, n):
     print(f"\n{engine} at N={res['n']}, dim {DIM}: {res['seconds']:.1f}s, "
           f"peak RSS {res['peak_rss_gb']:.2f} GB, load {res['load_avg']:.1f}")
     ours = _results.get((n, "umlbench"))
-    if engine == "umlbench-fp32" and ours:  # both exact: identical, not merely close
+    if engine in ("umlbench-fp32", "umlbench-bf16x3") and ours:  # exact: identical
         assert res["metrics"] == ours["metrics"]
     if engine == "pml" and ours:  # PML ranks by float32 dot products; agrees to rounding
         for key in THREE:

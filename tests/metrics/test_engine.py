@@ -214,3 +214,29 @@ def test_bad_input_is_a_user_error(mutate, message):
     e, l, d = mutate(emb, labels, datasets)
     with pytest.raises(UserError, match=message):
         evaluate(e, l, d)
+
+
+def test_default_pass_precision_is_the_probed_faster_one(monkeypatch):
+    """The default torch pass takes bf16x3 only where the device has bf16 units and the probe
+    finds its matmul at least PROBE_RATIO times faster than float32; values never depend on it."""
+    from umlbench.metrics import blockpass
+    from umlbench.metrics.knn import Searcher
+
+    x = np.eye(4, 8, dtype=np.float32)
+    monkeypatch.setattr(blockpass, "_PROBED", {})
+    monkeypatch.setattr(blockpass, "cpu_has_bf16", lambda: False)
+    assert Searcher(x).mode == "fp32"  # no bf16 units: no probe at all
+    assert blockpass._PROBED == {}
+    monkeypatch.setattr(blockpass, "cpu_has_bf16", lambda: True)
+    for fp32, bf16x3, expected in [(3.0, 1.0, "bf16x3"), (1.5, 1.0, "bf16x3"),
+                                   (1.4, 1.0, "fp32"), (1.0, 3.0, "fp32")]:
+        monkeypatch.setattr(blockpass, "_PROBED", {})
+        monkeypatch.setattr(blockpass, "_probe", lambda device, dim, a=fp32, b=bf16x3: (
+            "bf16x3" if b * blockpass.PROBE_RATIO <= a else "fp32", {"fp32": a, "bf16x3": b}))
+        searcher = Searcher(x)
+        assert searcher.mode == expected and searcher.backend == f"torch-{expected}"
+    # The real probe: times both modes and applies the same rule to them.
+    mode, seconds = blockpass._probe(torch.device("cpu"), 16)
+    assert set(seconds) == {"fp32", "bf16x3"} and all(v > 0 for v in seconds.values())
+    assert mode == ("bf16x3" if seconds["bf16x3"] * blockpass.PROBE_RATIO <= seconds["fp32"]
+                    else "fp32")

@@ -33,8 +33,8 @@ import torch
 from umlbench.metrics.candidates import Candidates, Emit, Order, Store
 from umlbench.metrics.exact import dot_error_bound
 
-__all__ = ["collect_blocks", "cpu_has_bf16", "intra_op_threads", "matmul_precision", "operand",
-           "thresholds", "view"]
+__all__ = ["collect_blocks", "cpu_has_bf16", "fastest_mode", "intra_op_threads",
+           "matmul_precision", "operand", "thresholds", "view"]
 
 DEFAULT_BLOCK = (512, 1024)  # (query rows, gallery columns) per matmul: S stays in L2
 _W = 64  # a block is scanned through maxima over runs of _W rows / columns
@@ -52,6 +52,54 @@ def cpu_has_bf16() -> bool:
     except OSError:
         pass
     return False
+
+
+# The split bf16 pass must multiply this much faster than IEEE float32 to be chosen: its
+# selection bound is ~13x wider (8.6e-5 against 6.6e-6 at 128-d), so more near-threshold pairs
+# reach the float64 recomputation and the store. Measured on a 2-core AMD EPYC with
+# avx512_bf16 (no AMX) at 146,665 x 128: bf16x3 37.0 s, fp32 32.2 s for the same exact values.
+PROBE_RATIO = 1.5
+_PROBED: dict[tuple, tuple[str, dict[str, float]]] = {}
+
+
+def fastest_mode(device: torch.device, dim: int) -> str:
+    """The default pass precision on ``device`` for ``dim``-dimensional rows: "fp32", or
+    "bf16x3" where the device has bf16 units *and* a short probe (one (512, 1024) block per mode,
+    the best of five, single-threaded on CPU as the workers run) finds its matmul at least
+    ``PROBE_RATIO`` times faster. Both give the same exact results; only speed differs. The
+    probe runs once per process, device and dimension (about 10-50 ms)."""
+    if not (device.type == "cuda" or cpu_has_bf16()):
+        return "fp32"
+    key = (str(device), int(dim))
+    if key not in _PROBED:
+        _PROBED[key] = _probe(device, int(dim))
+    return _PROBED[key][0]
+
+
+def _probe(device: torch.device, dim: int) -> tuple[str, dict[str, float]]:
+    import time
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(DEFAULT_BLOCK[0], dim, generator=gen).to(device)
+    b = torch.randn(DEFAULT_BLOCK[1], dim, generator=gen).to(device)
+    seconds = {}
+    with torch.no_grad(), intra_op_threads(1 if device.type == "cpu" else None):
+        for mode in ("fp32", "bf16x3"):
+            with matmul_precision(mode, device):
+                best = float("inf")
+                for rep in range(6):
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    t0 = time.perf_counter()
+                    s = operand(a, mode) @ operand(b, mode, 1).T
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    if rep:  # the first call warms the kernels up
+                        best = min(best, time.perf_counter() - t0)
+                    del s
+            seconds[mode] = best
+    fast = seconds["bf16x3"] * PROBE_RATIO <= seconds["fp32"]
+    return ("bf16x3" if fast else "fp32"), seconds
 
 
 @contextlib.contextmanager

@@ -32,7 +32,9 @@ def cluster_scores(searcher, cls: np.ndarray, rows: np.ndarray, metrics, seed: i
     k = len(np.unique(classes)) if k is None else max(1, min(int(k), len(rows)))
     # The assignment needs only the best centroid, and a point rarely has a second one within
     # the bf16 bound, so one bf16 part (a third of the matmul) is enough where bf16 is fast.
-    mode = "bf16" if searcher.mode == "bf16x3" else searcher.mode
+    # (Also where the default pass probed float32 as faster: one part is a third of bf16x3.)
+    mode = "bf16" if searcher.mode == "bf16x3" or (searcher.kind == "torch" and
+                                                   searcher.bf16_units) else searcher.mode
     assign = kmeans(np.ascontiguousarray(searcher.x[rows]), k, seed=seed,
                     device=str(searcher.device), mode=mode, norm_sq=searcher.norm_sq)
     out = {}

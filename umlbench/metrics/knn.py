@@ -1,9 +1,11 @@
 """Exact search by cosine similarity: candidate backends behind one interface.
 
 Backends, chosen by :class:`Searcher` (every one gives the same exact results; see ``exact.py``):
-    ``torch``      blocked matmul with a threshold per query (``blockpass.py``); where the device
-                   has bf16 units (CPU avx512_bf16/AMX, CUDA) each float32 is split into two
-                   bf16 parts ("bf16x3", error <= 1e-4), else float32. The default.
+    ``torch``      blocked matmul with a threshold per query (``blockpass.py``), in the faster
+                   of two exact precisions on the machine at hand (``blockpass.fastest_mode``, a
+                   short probe): each float32 split into two bf16 parts ("bf16x3", error
+                   <= 1e-4; only where the device has bf16 units, CPU avx512_bf16/AMX or CUDA)
+                   or IEEE float32. The default.
     ``torch-fp32`` the same pass in IEEE float32 (the "exact fp32" reference of the benchmark).
     ``torch-bf16`` / ``torch-bf16x3``: the pass in one bf16 part (error <= 8e-3) / two parts.
     ``faiss-cpu``  ``faiss.knn`` (float32 BLAS + heaps), k doubled until the list is complete.
@@ -60,9 +62,10 @@ class Searcher:
         backend = backend or "torch"
         if backend not in BACKENDS:
             raise UserError(f"unknown search backend {backend!r}; known: {', '.join(BACKENDS)}")
-        if backend == "torch":
-            fast = self.device.type == "cuda" or blockpass.cpu_has_bf16()
-            self.mode = "bf16x3" if fast else "fp32"
+        # Whether the device multiplies bf16 natively (k-means uses one bf16 part there).
+        self.bf16_units = self.device.type == "cuda" or blockpass.cpu_has_bf16()
+        if backend == "torch":  # the faster exact pass here, by a short probe
+            self.mode = blockpass.fastest_mode(self.device, x.shape[1])
         else:
             self.mode = {"torch-bf16": "bf16", "torch-bf16x3": "bf16x3"}.get(backend, "fp32")
         self.kind = backend
