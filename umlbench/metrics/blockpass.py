@@ -195,7 +195,6 @@ def collect_blocks(
                   gallery_dup if order is not None else None)
     active = store.t < np.inf
     xz, xgo, xqo = view(x, qrow[zq]), view(x, grow[go]), view(x, qrow[qo])
-    zq_t, qo_t = torch.from_numpy(zq).to(dev), torch.from_numpy(qo).to(dev)
     z_blocks = [(a, min(a + bq, len(zq))) for a in range(0, len(zq), bq)]
     go_blocks = [(a, min(a + bg, len(go))) for a in range(0, len(go), bg)]
     items = [(i, a, b) for i, (a, b) in enumerate(z_blocks)]
@@ -207,25 +206,37 @@ def collect_blocks(
     gdup = store.gallery_dup
     gdup_t = torch.from_numpy(gdup).to(dev) if gdup is not None else None
 
-    class _Thresholds:  # a worker's copy, refreshed when the store raises any
-        """Per query (Z rows ``z``, query-only rows ``qo``): the float32 threshold of s_hat,
-        the float64 value theta - eps64 a stored value must reach, and the store's tie cut
-        (``Store.cut_g`` / ``cut_dup``), all read at one moment (a stale copy keeps more)."""
+    class _Thresholds:  # a worker's view of the store's limits, read slice by slice
+        """Limits of a slice of queries (Z rows ``z(a, b)``, query-only rows ``qo(a, b)``):
+        the float32 threshold of s_hat, the float64 value theta - eps64 a stored value must
+        reach, and the store's tie cut (``Store.cut_g`` / ``cut_dup``), read together under the
+        lock (a stale read keeps more, never less). Only the slice asked for is converted, and
+        again only after the store raised a threshold (``Store.version``): converting every
+        query's limits at each raise cost O(N) per block on large inputs."""
 
         def __init__(self):
-            self.version = -1
+            self.cache: dict[tuple, tuple] = {}
 
-        def get(self):
-            if self.version != store.version:
-                with lock:
-                    self.version = store.version
-                    tt, cg, cd = store.t.copy(), store.cut_g.copy(), store.cut_dup.copy()
-                t64 = np.maximum(tt + (eps - eps64), -4.0)  # -4: never the -inf of a self entry
-                parts = (thresholds(tt, dev), torch.from_numpy(t64).to(dev),
-                         torch.from_numpy(cg).to(dev), torch.from_numpy(cd).to(dev))
-                self.z = tuple(p[zq_t] for p in parts)
-                self.qo = tuple(p[qo_t] for p in parts)
-            return self
+        def _get(self, idx: np.ndarray, key: tuple):
+            hit = self.cache.get(key)
+            if hit is not None and hit[0] == store.version:
+                return hit[1]
+            with lock:
+                version = store.version
+                tt, cg, cd = store.t[idx], store.cut_g[idx], store.cut_dup[idx]
+            t64 = np.maximum(tt + (eps - eps64), -4.0)  # -4: never the -inf of a self entry
+            parts = (thresholds(tt, dev), torch.from_numpy(t64).to(dev),
+                     torch.from_numpy(cg).to(dev), torch.from_numpy(cd).to(dev))
+            if len(self.cache) > 64:
+                self.cache.clear()
+            self.cache[key] = (version, parts)
+            return parts
+
+        def z(self, a: int, b: int):
+            return self._get(zq[a:b], ("z", a, b))
+
+        def qo(self, a: int, b: int):
+            return self._get(qo[a:b], ("qo", a, b))
 
     def add(q, g, v):
         # Only values that may reach theta = t + eps (a threshold read without the lock is an
@@ -276,7 +287,7 @@ def collect_blocks(
                     for gal, pos in ((xz, zg), (xgo, go)):
                         for c in range(0, len(pos), bg):
                             s = ra @ operand(gal[c:c + bg], mode, 1).T
-                            _rows(s, _cut(th.get().qo, a, b), qo[a:b], pos[c:c + bg], add,
+                            _rows(s, th.qo(a, b), qo[a:b], pos[c:c + bg], add,
                                   _Exact(xqo[a:b], gal[c:c + bg]), gdup_t)
                 return
             ra = operand(xz[a:b], mode)
@@ -287,7 +298,7 @@ def collect_blocks(
                     for c in range(c0, c1, bg):
                         d = min(c + bg, c1)
                         s = ra @ operand(xz[c:d], mode, 1).T
-                        _rows(s, _cut(th.get().z, a, b), zq[a:b], zg[c:d], add,
+                        _rows(s, th.z(a, b), zq[a:b], zg[c:d], add,
                               _Exact(xz[a:b], xz[c:d]), gdup_t)
             # Rows serve queries a..b against gallery c..d (c >= a); columns serve queries c..d
             # against gallery a..b where the rows of their own block will not (beyond b, up
@@ -306,16 +317,16 @@ def collect_blocks(
                     diag = (j - a, j - c)
                 ex = _Exact(xz[a:b], xz[c:d], diag)
                 if mine:
-                    _rows(s, _cut(th.get().z, a, b), zq[a:b], zg[c:d], add, ex, gdup_t)
+                    _rows(s, th.z(a, b), zq[a:b], zg[c:d], add, ex, gdup_t)
                 if cols:
                     with lock:
                         col_stats[1] += (b - a) * (hi - max(c, b))
-                    _cols(s, _cut(th.get().z, c, d), zq[c:d], zg[a:b], add_col, ex, gdup_t,
+                    _cols(s, th.z(c, d), zq[c:d], zg[a:b], add_col, ex, gdup_t,
                           skip=max(0, b - c), stop=hi - c)
             if mine:
                 for c, d in go_blocks:
                     s = ra @ operand(xgo[c:d], mode, 1).T
-                    _rows(s, _cut(th.get().z, a, b), zq[a:b], go[c:d], add,
+                    _rows(s, th.z(a, b), zq[a:b], go[c:d], add,
                           _Exact(xz[a:b], xgo[c:d]), gdup_t)
 
     def run(item):
@@ -434,10 +445,6 @@ class _Exact:
         out = [(self.a64[i[k:k + self._GATHER]] * self.b64[j[k:k + self._GATHER]]).sum(1)
                for k in range(0, len(i), self._GATHER)]
         return torch.cat(out).cpu().numpy()
-
-
-def _cut(parts, a: int, b: int):
-    return tuple(p[a:b] for p in parts)
 
 
 def _dense(exact: _Exact, lim, cols_g, gdup_t, by_row: bool):
