@@ -271,3 +271,42 @@ def test_shift_plot_bands_are_the_intervals(tmp_path):
     code, text = _run("plot", "--kind", "shift", "--results-dir", tmp_path, "--out",
                       tmp_path / "shift.png", "--resamples", 200)
     assert code == 0, text
+
+
+def test_oodml_leaderboard_significance_per_level_and_auc(tmp_path):
+    """ooDML boards: every level is its own split, bootstrapped on its own; rows are compared
+    within their dataset; the AUC interval is the trapezoid of the per-level replicates."""
+    from umlbench.protocols.oodml_summary import normalised_auc
+
+    for lv in (1, 2, 3):
+        _oodml(tmp_path, "strong", 0.8, lv)
+        _oodml(tmp_path, "close", 0.79, lv)
+        _oodml(tmp_path, "weak", 0.5, lv)
+    _oodml(tmp_path, "partial", 0.9, 1)  # one level only: no AUC, no interval there
+    code, text = _run("leaderboard", "--results-dir", tmp_path, "--protocol", "oodml",
+                      "--significance", "--format", "json", "--resamples", 400)
+    assert code == 0, text
+    out = json.loads(text[text.index("{"):])
+    cells = {r["method"].removesuffix(" / mini-cub"): r["values"] for r in out["rows"]}
+    for lv in ("level:2", "level:3", "auc"):
+        assert cells["strong"][lv]["tied_for_top"] and cells["close"][lv]["tied_for_top"], lv
+        assert not cells["weak"][lv]["tied_for_top"], lv
+        c = cells["strong"][lv]
+        assert c["low"] < c["mean"] < c["high"], lv
+    assert cells["partial"]["level:1"]["tied_for_top"]  # the best of level 1
+    assert cells["partial"]["auc"]["low"] is None
+    # The AUC interval: the trapezoid of each resample's per-level means (levels resampled
+    # with seeds 0, 1, 2 here), against the per-level intervals it must lie between.
+    weights = [normalised_auc([1, 2, 3], np.eye(3)[i]) for i in range(3)]
+    assert sum(weights) == pytest.approx(1.0)
+    strong = cells["strong"]
+    lows = sum(w * strong[f"level:{k}"]["low"] for w, k in zip(weights, (1, 2, 3)))
+    highs = sum(w * strong[f"level:{k}"]["high"] for w, k in zip(weights, (1, 2, 3)))
+    assert lows < strong["auc"]["low"] < strong["auc"]["mean"] < strong["auc"]["high"] < highs
+    assert "each level resampled on its own" in out["significance"]
+    code, md = _run("leaderboard", "--results-dir", tmp_path, "--protocol", "oodml",
+                    "--significance", "--format", "markdown", "--resamples", 400)
+    assert code == 0 and "**" in md
+    code, text = _run("leaderboard", "--results-dir", tmp_path, "--protocol", "fewshot",
+                      "--significance")
+    assert code == 2 and "--significance applies to" in text

@@ -56,7 +56,9 @@ _RESULTS_HELP = ("Folder of run records, searched recursively, with reported row
 @click.option("--significance", is_flag=True,
               help="Mark every row tied for the top of its column (not significantly worse "
               "than the best: paired bootstrap over queries, Holm) instead of the best mean, "
-              "and give each cell's interval (csv, json, html). Needs per-query outcomes.")
+              "and give each cell's interval (csv, json, html). Needs per-query outcomes. "
+              "ooDML: per level within each dataset's rows, AUC from the per-level "
+              "replicates.")
 @_stats_options
 def leaderboard(fmt, metric, view, show_std, suite, protocol, dataset, methods, sort, out_file,
                 results_dir, no_reference, group_by, significance, resamples, level, seed):
@@ -68,6 +70,8 @@ def leaderboard(fmt, metric, view, show_std, suite, protocol, dataset, methods, 
     from umlbench.results.terminal import to_rich
 
     grouping = parse_group_by(group_by)
+    if significance:
+        _significance_applies(protocol, view)
     if out_file and fmt is None:
         fmt = _format_from_suffix(out_file)
         if fmt not in ("markdown", "latex", "csv", "html", "json"):
@@ -103,14 +107,26 @@ def _emit(text: str, out_file: str | None) -> None:
         click.echo(text, nl=False)
 
 
+def _significance_applies(protocol: str, view: str) -> None:
+    """A flag mistake is said before any record is read."""
+    if protocol not in ("uml", "oodml") or view != "metric":
+        raise UserError("--significance applies to the --view metric table of the uml and "
+                        "oodml protocols (few-shot records compare episode by episode: "
+                        "`umlbench compare`)")
+
+
 def _with_significance(board, results_dir, protocol, view, resamples, level, seed):
     """The board with its cell intervals and tied-for-the-top marks."""
-    from umlbench.results.significance import (board_significance, load_outcomes,
-                                               record_paths, replace_board)
+    from umlbench.results.significance import (board_significance, level_board_significance,
+                                               load_outcomes, record_paths, replace_board)
 
-    if protocol != "uml" or view != "metric":
-        raise UserError("--significance applies to the uml protocol's --view metric table")
+    _significance_applies(protocol, view)
     paths_ = record_paths(Path(results_dir) if results_dir else paths.default_results_dir())
+    if protocol == "oodml":
+        outcomes = load_outcomes({i for cells in board.cell_runs.values()
+                                  for ids in cells.values() for i in ids}, paths_)
+        return replace_board(board, level_board_significance(
+            board, outcomes, resamples=resamples, level=level, seed=seed))
     runs = {r: ids for r, ids in board.runs.items() if r in board.mean.index}
     outcomes = load_outcomes({i for ids in runs.values() for i in ids}, paths_)
     intervals = board_significance(board.mean, board.columns, runs, board.data_ids, outcomes,

@@ -70,6 +70,10 @@ class Board:
     # Measured rows: row -> its run ids and its data identity (what --significance pairs).
     runs: dict[str, list[str]] = field(default_factory=dict)
     data_ids: dict[str, str] = field(default_factory=dict)
+    # ooDML: every level is its own split, so runs and data identities are per cell:
+    # row -> column -> run ids / data identity (measured rows only).
+    cell_runs: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    cell_data: dict[str, dict[str, str]] = field(default_factory=dict)
     # --significance (results.significance.board_significance): each cell's interval (NaN
     # without per-query outcomes), per column the rows tied for the top, and how.
     low: pd.DataFrame | None = None
@@ -195,10 +199,16 @@ def _level_board(sel: pd.DataFrame, metric: str, dataset: str | None, sort: str 
                         if c in per_level and not math.isnan(per_level[c])}
     notes = [f"FID per level, {d}: " + " · ".join(f"{_title(c)} {v:.2f}" for c, v in f.items())
              for d, f in fids.items() if f]
+    cell_runs: dict[str, dict[str, list[str]]] = {}
+    cell_data: dict[str, dict[str, str]] = {}
+    for (row, col), part in sel[sel["source"] == "measured"].groupby(["row", "col"]):
+        cell_runs.setdefault(str(row), {})[str(col)] = list(dict.fromkeys(part["run_id"]))
+        cell_data.setdefault(str(row), {})[str(col)] = str(part["data_id"].iloc[0])
     board = Board(metric, columns, mean, std, n, meta["trainable"].reindex(mean.index),
                   (meta["source"] == "reported").reindex(mean.index), groups,
                   notes=notes, fids=fids,
-                  footnotes=footnotes(sel, sel["row"], dropped, group_by))
+                  footnotes=footnotes(sel, sel["row"], dropped, group_by),
+                  cell_runs=cell_runs, cell_data=cell_data)
     board = _sorted(board, sort or "auc")
     # Datasets in suite order, each a block of methods in the requested order: levels of
     # different datasets are different splits, so rows are compared only within a dataset.

@@ -327,6 +327,129 @@ def board_significance(mean: pd.DataFrame, columns: Sequence[str],
     return BoardIntervals(low, high, tied, note, notes)
 
 
+def level_board_significance(board, outcomes: Mapping[str, PerQuery | None], *,
+                             resamples: int = paired.DEFAULT_RESAMPLES,
+                             level: float = paired.DEFAULT_LEVEL,
+                             seed: int = paired.DEFAULT_SEED) -> BoardIntervals:
+    """Cell intervals and tied-for-the-top rows of an ooDML board (``leaderboard._level_board``):
+    rows are compared only within their dataset (``board.groups``), level by level.
+
+    Every level is its own split: its cells come from a paired bootstrap over that level's
+    queries (universal scope; seeds then queries for rows with several seeds), one per level
+    with seed ``seed + k`` so that levels resample independently. The AUC column is the
+    trapezoid of each replicate's per-level means (``normalised_auc`` is linear in them), for the
+    rows with outcomes at every level, paired where their levels are. Per cell the best mean of
+    a dataset's rows is compared with every other row of that dataset on the same data, Holm
+    across those rows; a row is tied when its adjusted p-value is at least ``1 - level``."""
+    from umlbench.protocols.oodml_summary import normalised_auc
+
+    metric = board.metric
+    level_cols = [c for c in board.columns if c.startswith("level:")]
+    low = pd.DataFrame(math.nan, index=board.mean.index, columns=list(board.columns))
+    high = low.copy()
+    tied: dict[str, set[str]] = {c: set() for c in board.columns}
+    draws: dict[tuple[str, str], np.ndarray] = {}  # (row, level column) -> (B,) replicates
+    data_of: dict[tuple[str, str], str] = {}
+    missing: set[str] = set()
+    unmarked: set[str] = set()
+    alpha = 1.0 - level
+    groups = board.groups if board.groups is not None else pd.Series("", board.mean.index)
+
+    def mark(col: str, rows: list[str], diff) -> None:
+        """Tied rows of one dataset's block in ``col``: ``diff(best, row)`` -> p or None."""
+        means = board.mean.loc[rows, col].dropna()
+        if means.empty:
+            return
+        best = str(means.idxmax())
+        p = {r: diff(best, r) for r in means.index if r != best}
+        if diff(best, best) is None:
+            unmarked.add(col)
+            return
+        tested = [r for r, v in p.items() if v is not None]
+        adj = paired.holm([p[r] for r in tested])
+        tied[col] |= {best} | {r for r, q in zip(tested, adj) if q >= alpha}
+
+    for k, col in enumerate(level_cols):
+        rows = {r: cells[col] for r, cells in board.cell_runs.items()
+                if col in cells and r in board.mean.index}
+        data_ids = {r: board.cell_data[r][col] for r in rows}
+        reps, order, miss = cell_intervals(rows, data_ids, outcomes, metric,
+                                           resamples=resamples, level=level, seed=seed + k)
+        missing |= set(miss)
+        where = {}
+        for data_id, labels in order.items():
+            if "universal" not in reps[data_id].draws:
+                missing |= set(labels)
+                continue
+            for i, r in enumerate(labels):
+                where[r] = (data_id, i)
+                iv = paired.interval(reps[data_id], "universal", i, level)
+                low.at[r, col], high.at[r, col] = iv.low, iv.high
+                draws[(r, col)] = reps[data_id].draws["universal"][:, i]
+                data_of[(r, col)] = data_id
+
+        def diff(best, r, col=col, where=where, reps=reps):
+            if best not in where or r not in where or where[r][0] != where[best][0]:
+                return None
+            d_id = where[best][0]
+            return paired.difference(reps[d_id], "universal", where[r][1], where[best][1],
+                                     level).p_value
+
+        for g in groups.unique():
+            mark(col, [r for r in board.mean.index if groups[r] == g and r in rows], diff)
+
+    levels = [int(c.split(":")[1]) for c in level_cols]
+    weights = np.array([normalised_auc(levels, np.eye(len(levels))[i])
+                        for i in range(len(levels))])
+    auc: dict[str, np.ndarray] = {}
+    for r in board.mean.index:
+        if level_cols and all((r, c) in draws for c in level_cols):
+            auc[r] = sum(w * draws[(r, c)] for w, c in zip(weights, level_cols))
+            q = np.quantile(auc[r], [alpha / 2, 1 - alpha / 2])
+            low.at[r, "auc"], high.at[r, "auc"] = float(q[0]), float(q[1])
+
+    def diff_auc(best, r):
+        if best not in auc or r not in auc or any(
+                data_of[(best, c)] != data_of[(r, c)] for c in level_cols):
+            return None
+        d = auc[best] - auc[r]
+        if best == r:
+            return 1.0
+        below, above = int((d <= 0).sum()), int((d >= 0).sum())
+        return min(1.0, 2 * (min(below, above) + 1) / (len(d) + 1))
+
+    if "auc" in board.columns:
+        for g in groups.unique():
+            mark("auc", [r for r in board.mean.index if groups[r] == g
+                         and r in board.cell_runs], diff_auc)
+    note = ("Bold: tied for the top of its dataset's rows, i.e. not significantly worse than "
+            f"the best there (paired bootstrap difference per level, Holm-adjusted across the "
+            f"rows compared, p ≥ {alpha:.2g}); "
+            + paired.describe(resamples, level, seed, seeds_resampled=any(
+                len(v) > 1 for cells in board.cell_runs.values() for v in cells.values()))
+            .replace("; HM resamples every dataset's queries jointly", "")
+            + f"; each level resampled on its own (seed {seed} + level index), AUC the "
+            "trapezoid of the per-level replicates")
+    notes = []
+    measured = set(board.cell_runs)
+    if measured and missing >= measured:
+        notes.append("No record has per-query outcomes (records written before schema 3, or "
+                     "missing sidecars): no intervals, nothing marked; rerun the runs to get "
+                     "them")
+    elif missing:
+        notes.append("No per-query outcomes at some levels (records without a sidecar): no "
+                     "interval there, and no AUC interval, for " + ", ".join(sorted(missing)))
+    if unmarked:
+        notes.append("Nothing marked in " + ", ".join(
+            _level_title(c) for c in board.columns if c in unmarked)
+            + " for some datasets: the best row there has no per-query outcomes")
+    return BoardIntervals(low, high, tied, note, notes)
+
+
+def _level_title(col: str) -> str:
+    return f"L{col.split(':')[1]}" if col.startswith("level:") else col.upper()
+
+
 def _normalised(text: str) -> str:
     """``"Fine-tuning, unified (ArcFace)"`` -> ``"finetuningunifiedarcface"``: how a name typed
     on a command line is matched when it is not spelled exactly as the row label."""
