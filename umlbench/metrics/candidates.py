@@ -76,6 +76,18 @@ def run_rank(v: np.ndarray) -> np.ndarray:
     return idx - np.maximum.accumulate(np.where(first, idx, 0))
 
 
+def by_query(q: np.ndarray) -> np.ndarray:
+    """Stable order of entries by query index ``q`` (M,). Keys spanning fewer than 2**16 values
+    (a group of queries) sort as uint16, which NumPy sorts by radix in O(M); wider ones as they
+    are (timsort, which merges the query-sorted chunks the pass appends)."""
+    if len(q) == 0:
+        return np.zeros(0, np.int64)
+    lo = int(q.min())
+    if int(q.max()) - lo < 1 << 16:
+        return np.argsort((q - lo).astype(np.uint16), kind="stable")
+    return np.argsort(q, kind="stable")
+
+
 def _kth_largest(q: np.ndarray, s: np.ndarray, idx: np.ndarray, k: np.ndarray) -> np.ndarray:
     """The ``k[i]``-th largest of the values ``s`` of query ``idx[i]`` ((M,) entries grouped by
     query ``q``, every query of ``idx`` holding at least ``k[i]``): (len(idx),) float64.
@@ -249,7 +261,7 @@ class Store:
         sel = np.flatnonzero(over[q])
         # Grouped by query (one integer sort), then each query's cap-th best value by partition:
         # a sort on (query, value) of millions of near-ties costs several times more.
-        sel = sel[np.argsort(q[sel], kind="stable")]
+        sel = sel[by_query(q[sel])]
         idx = np.flatnonzero(over)
         kth = _kth_largest(q[sel], s[sel], idx, self.cap[idx])
         new = kth - self.eps_val - self.eps - MARGIN
@@ -264,7 +276,7 @@ class Store:
         """Mask of the items to keep: all of the queries not ``over``; of the others, the first
         ``cap`` in exact rank order (``self.order``)."""
         sel = np.flatnonzero(over[q])
-        sel = sel[np.argsort(q[sel], kind="stable")]
+        sel = sel[by_query(q[sel])]
         keep = ~over[q]
         # Ordered a slice of whole queries at a time: the exact order's temporaries stay near
         # _ORDER_CHUNK entries whatever the group holds.
