@@ -38,7 +38,7 @@ __all__ = ["collect_blocks", "cpu_has_bf16", "fastest_mode", "intra_op_threads",
 
 DEFAULT_BLOCK = (512, 1024)  # (query rows, gallery columns) per matmul: S stays in L2
 _W = 64  # a block is scanned through maxima over runs of _W rows / columns
-HELD_ENTRIES = 1 << 23  # candidates (16 B each) the symmetric pass may leave waiting
+HELD_ENTRIES = 1 << 24  # candidates (16 B each, 256 MB) the symmetric pass may leave waiting
 
 
 def cpu_has_bf16() -> bool:
