@@ -5,9 +5,9 @@ excluded), where the selecting value ``s_hat`` is within ``eps`` of the exact si
 ``exact.py``). Each selected item is stored with a value within ``eps_val`` of the exact one
 (the torch pass recomputes it in float64, so ``eps_val`` is ~1e-14 while ``eps`` is ~8e-3 for
 bf16, and it leaves out the items whose value cannot reach ``t[q] + eps``: nothing below that is
-ever counted, see ``ranks.py``). The caller's threshold comes from the query's own class (``engine.py``); when a query
-collects far more than the ``cap`` neighbours any metric needs (a badly trained model), its
-threshold is raised to what its ``cap``-th best item proves. Nothing that can reach rank ``cap``
+ever counted, see ``ranks.py``). The caller's threshold comes from the query's own class
+(``engine.py``); when a query collects far more than the ``cap`` neighbours any metric needs (a
+badly trained model), its threshold is raised to what its ``cap``-th best item proves. Nothing that can reach rank ``cap``
 is ever dropped.
 
 Backends differ only in how they select: the torch block pass (``blockpass.py``) reads a

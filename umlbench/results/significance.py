@@ -541,7 +541,8 @@ def render_comparison(cmp: Comparison, fmt: str) -> str:
         return frame.to_csv(index=False, float_format="%.6g") + f"# {cmp.method_note()}\n"
     if fmt == "markdown":
         level = f"{cmp.level:.0%}"
-        head = ["Scope", "Episodes" if cmp.episodic else "Queries", f"A {cmp.metric}", f"B {cmp.metric}", "B − A",
+        head = ["Scope", "Episodes" if cmp.episodic else "Queries", f"A {cmp.metric}",
+                f"B {cmp.metric}", "B − A",
                 f"{level} interval", "p", "p (Holm)", "McNemar p (Holm)"]
         lines = [(f"A = {cmp.a_name} ({cmp.a_seeds} seed{'s' * (cmp.a_seeds > 1)}), "
                   f"B = {cmp.b_name} ({cmp.b_seeds} seed{'s' * (cmp.b_seeds > 1)}); "
