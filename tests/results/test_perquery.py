@@ -4,6 +4,7 @@ tampered sidecars, records without one, and a mini run that writes one."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -294,13 +295,13 @@ def test_validate_names_a_corrupt_sidecar(with_sidecar):
     assert line.startswith(str(sidecar)) and "not a readable per-query sidecar" in line
 
 
-def test_older_records_load_and_validate_with_a_note():
-    older = [p for p in sorted(COMMITTED.glob("*.json"))
-             if json.loads(p.read_text())["schema_version"] < 3]
-    if not older:
-        pytest.skip("every committed record was regenerated with a sidecar")
-    path = older[0]
+def test_older_records_load_and_validate_with_a_note(tmp_path):
+    """A schema-2 record as an earlier commit wrote it (an ooDML record of 8cbfe31, kept as a
+    fixture since every committed record now has its sidecar)."""
+    path = tmp_path / "off-the-shelf-mini-oodml-mini-cub-l1-s0-20261130-150308-d9b9cc.json"
+    shutil.copy(Path(__file__).parent / "data" / path.name, path)
     data = json.loads(path.read_text())
+    assert data["schema_version"] == 2
     rec = read_record(path)
     assert rec.per_query is None and rec.upgraded_from == data["schema_version"]
     assert load_for_record(path, rec) is None and load_for_record(path) is None
