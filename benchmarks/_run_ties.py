@@ -20,6 +20,7 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,37 +42,11 @@ def inputs(case: str, n: int, dim: int):
     return emb, labels
 
 
-def identical_reference(labels: np.ndarray) -> dict[str, float]:
-    """Means of every metric when all rows tie: query i ranks gallery row j (j != i) at
-    ``j + 1 - [j > i]``. Per class, a (r+1, r+1) table of (query, member) pairs."""
-    sums = {f"recall@{k}": 0.0 for k in KS}
-    sums.update({"precision@1": 0.0, "r_precision": 0.0, "map@r": 0.0, "map@1000": 0.0})
-    count = 0
-    for c in np.unique(labels):
-        m = np.flatnonzero(labels == c)
-        r = len(m) - 1
-        if r < 1:
-            continue
-        a = np.arange(len(m))
-        after = a[None, :] > a[:, None]  # member k lies after query a in the class
-        pos = m[None, :] + 1 - after
-        j = a[None, :] + 1 - after
-        other = a[None, :] != a[:, None]
-        first = np.where(other, pos, np.iinfo(np.int64).max).min(1)
-        for k in KS:
-            sums[f"recall@{k}"] += float((first <= k).sum())
-        sums["precision@1"] += float((first == 1).sum())
-        within = other & (pos <= r)
-        sums["r_precision"] += float(within.sum(1).sum() / r)
-        sums["map@r"] += float((np.where(within, j / pos, 0).sum(1) / r).sum())
-        deep = other & (pos <= 1000)
-        sums["map@1000"] += float((np.where(deep, j / pos, 0).sum(1) / (r + 1)).sum())
-        count += len(m)
-    return {k: v / count for k, v in sums.items()}
-
-
 def main(case: str, n: int, dim: int) -> None:
     from umlbench.metrics import MetricSpec, evaluate
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))  # the repository: the tests' references
+    from tests.metrics.reference import all_tied_reference
 
     torch.set_num_threads(int(os.environ.get("UMLBENCH_BENCH_THREADS", "2")))
     emb, labels = inputs(case, n, dim)
@@ -87,7 +62,7 @@ def main(case: str, n: int, dim: int) -> None:
            "load_avg": os.getloadavg()[0], "metrics": got,
            "per_dataset_equal": res.per_dataset["all"] == res.universal}
     if case == "identical":
-        ref = identical_reference(labels)
+        ref = all_tied_reference(labels, KS)
         out["reference_equal"] = all(abs(got[k] - ref[k]) <= 1e-12 * max(1.0, abs(ref[k]))
                                      for k in names)
     print(json.dumps(out))

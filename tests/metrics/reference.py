@@ -178,3 +178,33 @@ def kmeans_bruteforce(x32, k, seed, niter=20):
                 new[c] = (total / len(members)).astype(np.float32)
         cent = new
     return assign(cent)
+
+
+def all_tied_reference(labels: np.ndarray, ks=(1, 2, 4, 8)) -> dict[str, float]:
+    """Closed-form means of every retrieval metric when all N rows tie (leave-one-out, one
+    dataset): query i ranks row j (j != i) at ``j + 1 - [j > i]``, so per class a (n_c, n_c)
+    table of (query, member) pairs gives every query's relevant ranks."""
+    names = [f"recall@{k}" for k in ks] + ["precision@1", "r_precision", "map@r", "map@1000"]
+    sums = dict.fromkeys(names, 0.0)
+    count = 0
+    for c in np.unique(labels):
+        m = np.flatnonzero(labels == c)
+        r = len(m) - 1
+        if r < 1:
+            continue
+        a = np.arange(len(m))
+        after = a[None, :] > a[:, None]  # member k lies after query a in the class
+        pos = m[None, :] + 1 - after
+        j = a[None, :] + 1 - after
+        other = a[None, :] != a[:, None]
+        first = np.where(other, pos, np.iinfo(np.int64).max).min(1)
+        for k in ks:
+            sums[f"recall@{k}"] += float((first <= k).sum())
+        sums["precision@1"] += float((first == 1).sum())
+        within = other & (pos <= r)
+        sums["r_precision"] += float(within.sum() / r)
+        sums["map@r"] += float((np.where(within, j / pos, 0).sum(1) / r).sum())
+        deep = other & (pos <= 1000)
+        sums["map@1000"] += float((np.where(deep, j / pos, 0).sum(1) / (r + 1)).sum())
+        count += len(m)
+    return {k: v / count for k, v in sums.items()}

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.metrics.reference import brute_force, exact_ints, exact_sims, unit_rows
+from tests.metrics.reference import (all_tied_reference, brute_force, exact_ints, exact_sims,
+                                     unit_rows)
 from umlbench.metrics import MetricSpec, evaluate
 from umlbench.metrics import candidates as candidates_mod
 from umlbench.metrics import dedup as dedup_mod
@@ -350,34 +351,6 @@ def test_kth_largest_per_query_equals_sorting(monkeypatch, pad):
         assert np.array_equal(_kth_largest(q, s, idx, k), ref)
 
 
-def _all_tied_reference(labels: np.ndarray) -> dict[str, float]:
-    """Means of every metric when all rows tie (leave-one-out): query i ranks row j (j != i) at
-    ``j + 1 - [j > i]``; per class a (n_c, n_c) table of (query, member) pairs."""
-    sums = dict.fromkeys(METRICS, 0.0)
-    count = 0
-    for c in np.unique(labels):
-        m = np.flatnonzero(labels == c)
-        r = len(m) - 1
-        if r < 1:
-            continue
-        a = np.arange(len(m))
-        after = a[None, :] > a[:, None]
-        pos = m[None, :] + 1 - after
-        j = a[None, :] + 1 - after
-        other = a[None, :] != a[:, None]
-        first = np.where(other, pos, np.iinfo(np.int64).max).min(1)
-        for k in KS:
-            sums[f"recall@{k}"] += float((first <= k).sum())
-        sums["precision@1"] += float((first == 1).sum())
-        within = other & (pos <= r)
-        sums["r_precision"] += float(within.sum() / r)
-        sums["map@r"] += float((np.where(within, j / pos, 0).sum(1) / r).sum())
-        deep = other & (pos <= 1000)
-        sums["map@1000"] += float((np.where(deep, j / pos, 0).sum(1) / (r + 1)).sum())
-        count += len(m)
-    return {k: v / count for k, v in sums.items()}
-
-
 def test_pml_many_tied_distances_10000_identical_rows():
     """The issue's case from pytorch-metric-learning's tests: 10,000 identical rows, every
     metric, once tried to allocate 95 GiB. Counted per distinct row: the closed form, in well
@@ -391,7 +364,7 @@ def test_pml_many_tied_distances_10000_identical_rows():
     finally:
         tracemalloc.stop()
     assert peak < 256 * 2**20, f"peak {peak / 2**20:.0f} MiB"
-    ref = _all_tied_reference(labels)
+    ref = all_tied_reference(labels, KS)
     for m in METRICS:
         assert res.universal[m] == pytest.approx(ref[m], rel=1e-12, abs=1e-12), m
         assert res.per_dataset["a"][m] == res.universal[m]
