@@ -331,9 +331,25 @@ def test_fewshot_protocol_keeps_adaptation_and_few_shot_training_apart():
     fig = build_figure(df, "fewshot", protocol="fewshot-train")
     ax = fig.axes[0]
     assert ax.get_xlabel() == "Training images per class (K)"
-    [line] = ax.lines  # the ablation-looking label is kept: it is alone in its protocol
+    # The ablation-looking label is kept: it is alone in its protocol. No uml run shares its
+    # name and none is off-the-shelf here, so no reference line.
+    [line] = ax.lines
     assert list(line.get_xdata()) == [1, 2, 4, 8, 16]
     assert list(line.get_ydata()) == pytest.approx([42.0, 44.0, 48.0, 56.0, 72.0])
+    # With uml runs of the same method and of the frozen backbone: two dotted reference lines
+    # at their mean universal value over seeds.
+    train = [make_record(method="puma", display="PUMA", seed=0, trainable=10,
+                         universal=0.4 + 0.02 * k, run_id=f"puma-train-k{k}",
+                         protocol={"name": "fewshot-train", "shots": k}) for k in (1, 4, 16)]
+    frozen = [make_record(method="off-the-shelf", display="Off-the-shelf", seed=s,
+                          universal=0.5, run_id=f"ots-s{s}") for s in SEEDS]
+    same = [make_record(method="puma", display="PUMA", seed=s, universal=0.6 + s / 100,
+                        run_id=f"puma-s{s}") for s in SEEDS]
+    fig = build_figure(records_frame(train + frozen + same), "fewshot", protocol="fewshot-train")
+    refs = {ln.get_label(): ln.get_ydata()[0] for ln in fig.axes[0].lines
+            if ln.get_linestyle() == ":"}
+    assert refs == pytest.approx({"PUMA, all training images": 61.0,
+                                  "Off-the-shelf (frozen backbone)": 50.0})
     fig = build_figure(df, "fewshot", protocol="fewshot")
     assert "shots" in fig.axes[0].get_xlabel() and len(fig.axes[0].lines) == 3
     with pytest.raises(UserError, match="--kind fewshot"):

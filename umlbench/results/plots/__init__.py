@@ -83,9 +83,18 @@ def build_figure(df: pd.DataFrame, kind: str, *, metric: str = "recall@1",
         if kind != "fewshot" or protocol not in FEWSHOT_PROTOCOLS:
             raise UserError(f"--protocol applies to --kind fewshot, as one of "
                             f"{', '.join(FEWSHOT_PROTOCOLS)}")
+        # PUMA's few-shot training keeps the uml runs apart: the same methods trained on every
+        # image, and the frozen backbone, are its reference lines (matched by display name, so
+        # they take no part in deciding what is an ablation).
+        refs = df[df["protocol"].fillna("uml") == "uml"] if protocol == "fewshot-train" \
+            else df.iloc[0:0]
         df = df[df["protocol"] == protocol]
+    else:
+        refs = df.iloc[0:0]
     if not ablations:
         df = main_methods(df, methods)
+    if len(refs):
+        df = pd.concat([df, refs])
     kwargs = {"suite": suite, "methods": methods} | (
         {"dataset": dataset} if kind in ("shift", "fewshot") else {}) | (
         {"intervals": intervals} if kind in ("datasets", "params", "shift") else {})

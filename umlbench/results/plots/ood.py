@@ -169,12 +169,32 @@ def _fewshot_lines(ax, stats: pd.DataFrame, styles: dict[str, tuple[str, str]],
     ax.grid(True, lw=0.4, color="0.88")
 
 
+def _reference_lines(ax, sel: pd.DataFrame, metric: str, scope: str | None, labels: list[str],
+                     styles: dict[str, tuple[str, str]]) -> None:
+    """PUMA's few-shot training: dotted lines at the mean over seeds of the same methods trained
+    on every image (uml runs of the same display name) and of the frozen backbone, on the scope
+    the panel draws (universal unless a dataset is asked for)."""
+    uml = sel[(sel["protocol"].fillna("uml") == "uml") & (sel["metric"] == metric)
+              & (sel["scope"] == (scope or "universal"))]
+    frozen = [lb for lb in uml.loc[uml["method"] == "off-the-shelf", "label"].unique()
+              if lb not in labels]
+    refs = [(lb, f"{lb}, all training images", styles[lb][0]) for lb in labels] + \
+        [(lb, f"{lb} (frozen backbone)", "0.35") for lb in frozen]
+    for label, text, color in refs:
+        values = uml.loc[uml["label"] == label, "value"]
+        if values.empty:
+            continue
+        y = 100 * float(values.mean())
+        ax.axhline(y, ls=":", lw=1.2, color=color, label=text)  # named in the legend
+
+
 def fewshot_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | None = None,
                    dataset: str | None = None, methods: list[str] | None = None) -> Figure:
     """``metric`` against support images per class, one line per method; with several ooDML
     levels one line per level (distinct colours and markers, easy to hard), one panel per
     dataset. Bands are each point's stored 95% CI over episodes (few-shot records), or the std
-    over seeds where no CI is stored (fewshot-train).
+    over seeds where no CI is stored (fewshot-train). Few-shot training also draws, dotted, the
+    same methods trained on every image and the frozen backbone (uml runs, mean over seeds).
 
     Raises:
         UserError: no few-shot rows with ``metric``.
@@ -199,6 +219,8 @@ def fewshot_figure(df: pd.DataFrame, metric: str = "recall@1", *, suite: str | N
         if name is not None:
             ax.set_title(_scope_title(name))
         _fewshot_lines(ax, stats, styles, colors)
+        if (pts["protocol"] == "fewshot-train").all():
+            _reference_lines(ax, sel, metric, name, labels, styles)
     xlabel = ("Training images per class (K)" if (pts["protocol"] == "fewshot-train").all()
               else "Support images per class (shots; 0 = zero-shot)")
     _finish_panels(fig, axes, xlabel, metric_label(metric))
