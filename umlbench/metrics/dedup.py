@@ -33,11 +33,12 @@ _MAX_GROUPS = 20000  # (distinct row, class) groups of queries, each a few NumPy
 _CHUNK = 1 << 22  # (query, relevant item) entries scored at once
 
 
-def worthwhile(dup: np.ndarray, rows: np.ndarray, qrow: np.ndarray, qcls: np.ndarray) -> bool:
-    """Whether ``rows`` (every used row) have so few distinct values that counting per distinct
-    row beats the candidate pass: at most ``MAX_UNIQUE`` and at most a quarter of the rows."""
-    u = np.unique(dup[rows])
-    if len(u) > min(MAX_UNIQUE, len(rows) // 4):
+def worthwhile(dup: np.ndarray, qrow: np.ndarray, qcls: np.ndarray) -> bool:
+    """Whether the rows (``dup``: their ``exact.duplicate_ids``) have so few distinct values that
+    counting per distinct row beats the candidate pass: at most ``MAX_UNIQUE`` and at most a
+    quarter of the rows."""
+    u = np.unique(dup)
+    if len(u) > min(MAX_UNIQUE, len(dup) // 4):
         return False
     groups = np.unique(dup[qrow].astype(np.int64) * (int(qcls.max(initial=0)) + 1) + qcls)
     return len(groups) <= _MAX_GROUPS

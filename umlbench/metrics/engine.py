@@ -330,7 +330,7 @@ def evaluate(
     need_ds = np.minimum(np.maximum(need, own_k), np.maximum(avail_ds, 1))
     uni = {m: np.zeros(len(qrows)) for m in scored.retrieval_names}
     per = {m: np.zeros(len(qrows)) for m in scored.retrieval_names}
-    if names and dedup.worthwhile(dup, np.arange(len(x)), qrows, prob.qcls):
+    if names and dedup.worthwhile(dup, qrows, prob.qcls):
         # Few distinct rows (a collapsed model): rank by counting per distinct row.
         if universal:
             uni = _search_dedup(x, prob, scored, np.maximum(need, need_ds), norm_sq, dup)

@@ -185,6 +185,13 @@ def interval(reps: Replicates, scope: str, row: int, level: float = DEFAULT_LEVE
     return Interval(float(reps.estimate[scope][row]), float(low), float(high), level)
 
 
+def bootstrap_p(d: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of replicated differences ``d`` (B,) against zero (see the
+    module docstring): 2 (min(#d <= 0, #d >= 0) + 1) / (B + 1), at most 1."""
+    below, above = int((d <= 0).sum()), int((d >= 0).sum())
+    return min(1.0, 2 * (min(below, above) + 1) / (len(d) + 1))
+
+
 def difference(reps: Replicates, scope: str, a: int, b: int,
                level: float = DEFAULT_LEVEL) -> Interval:
     """Paired difference ``row b - row a`` on ``scope``: estimate, percentile interval and
@@ -192,8 +199,7 @@ def difference(reps: Replicates, scope: str, a: int, b: int,
     d = reps.draws[scope][:, b] - reps.draws[scope][:, a]
     alpha = 1.0 - level
     low, high = np.quantile(d, [alpha / 2, 1 - alpha / 2])
-    below, above = int((d <= 0).sum()), int((d >= 0).sum())
-    p = min(1.0, 2 * (min(below, above) + 1) / (len(d) + 1))
+    p = bootstrap_p(d)
     est = float(reps.estimate[scope][b] - reps.estimate[scope][a])
     return Interval(est, float(low), float(high), level, p)
 

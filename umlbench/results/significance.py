@@ -412,11 +412,7 @@ def level_board_significance(board, outcomes: Mapping[str, PerQuery | None], *,
         if best not in auc or r not in auc or any(
                 data_of[(best, c)] != data_of[(r, c)] for c in level_cols):
             return None
-        d = auc[best] - auc[r]
-        if best == r:
-            return 1.0
-        below, above = int((d <= 0).sum()), int((d >= 0).sum())
-        return min(1.0, 2 * (min(below, above) + 1) / (len(d) + 1))
+        return paired.bootstrap_p(auc[best] - auc[r])
 
     if "auc" in board.columns:
         for g in groups.unique():
